@@ -1,0 +1,268 @@
+"""PyTorch reference models, and loading flax weights into them.
+
+The models copy the published code so parity tests and benchmarks compare
+against the real thing:
+
+* resnet20(): akamaster/pytorch_resnet_cifar10 resnet.py (He et al. 2015's
+  CIFAR net, shortcut option A, kaiming_normal_ init).
+* resnet18(): kuangliu/pytorch-cifar models/resnet.py (ResNet-18 adapted to
+  CIFAR, PyTorch's default init).
+
+Both repositories name their classes BasicBlock and ResNet; the prefixes here
+tell the two apart. Attribute names are the originals', which
+resnet_jax.models mirrors, so load_flax_variables maps weights by name.
+"""
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flax import traverse_util
+from torch import nn
+from torch.nn import init
+
+
+# --- akamaster/pytorch_resnet_cifar10 resnet.py ---
+
+
+def _weights_init(m):
+  if isinstance(m, nn.Linear) or isinstance(m, nn.Conv2d):
+    init.kaiming_normal_(m.weight)
+
+
+class LambdaLayer(nn.Module):
+
+  def __init__(self, lambd):
+    super().__init__()
+    self.lambd = lambd
+
+  def forward(self, x):
+    return self.lambd(x)
+
+
+class AkamasterBasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, in_planes, planes, stride=1, option='A'):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride,
+                           padding=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1,
+                           bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+
+    self.shortcut = nn.Sequential()
+    if stride != 1 or in_planes != planes:
+      if option == 'A':
+        # For CIFAR10 ResNet paper uses option A.
+        self.shortcut = LambdaLayer(lambda x: F.pad(
+            x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4),
+            'constant', 0))
+      elif option == 'B':
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
+                      stride=stride, bias=False),
+            nn.BatchNorm2d(self.expansion * planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    out += self.shortcut(x)
+    out = F.relu(out)
+    return out
+
+
+class AkamasterResNet(nn.Module):
+
+  def __init__(self, block, num_blocks, num_classes=10):
+    super().__init__()
+    self.in_planes = 16
+
+    self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1,
+                           bias=False)
+    self.bn1 = nn.BatchNorm2d(16)
+    self.layer1 = self._make_layer(block, 16, num_blocks[0], stride=1)
+    self.layer2 = self._make_layer(block, 32, num_blocks[1], stride=2)
+    self.layer3 = self._make_layer(block, 64, num_blocks[2], stride=2)
+    self.linear = nn.Linear(64, num_classes)
+
+    self.apply(_weights_init)
+
+  def _make_layer(self, block, planes, num_blocks, stride):
+    strides = [stride] + [1] * (num_blocks - 1)
+    layers = []
+    for stride in strides:
+      layers.append(block(self.in_planes, planes, stride))
+      self.in_planes = planes * block.expansion
+
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.layer1(out)
+    out = self.layer2(out)
+    out = self.layer3(out)
+    out = F.avg_pool2d(out, out.size()[3])
+    out = out.view(out.size(0), -1)
+    out = self.linear(out)
+    return out
+
+
+def resnet20(num_classes: int = 10) -> AkamasterResNet:
+  return AkamasterResNet(AkamasterBasicBlock, [3, 3, 3], num_classes)
+
+
+# --- kuangliu/pytorch-cifar models/resnet.py ---
+
+
+class KuangliuBasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, in_planes, planes, stride=1):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride,
+                           padding=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1,
+                           bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+
+    self.shortcut = nn.Sequential()
+    if stride != 1 or in_planes != self.expansion * planes:
+      self.shortcut = nn.Sequential(
+          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
+                    stride=stride, bias=False),
+          nn.BatchNorm2d(self.expansion * planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    out += self.shortcut(x)
+    out = F.relu(out)
+    return out
+
+
+class KuangliuBottleneck(nn.Module):
+  expansion = 4
+
+  def __init__(self, in_planes, planes, stride=1):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride,
+                           padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1,
+                           bias=False)
+    self.bn3 = nn.BatchNorm2d(self.expansion * planes)
+
+    self.shortcut = nn.Sequential()
+    if stride != 1 or in_planes != self.expansion * planes:
+      self.shortcut = nn.Sequential(
+          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
+                    stride=stride, bias=False),
+          nn.BatchNorm2d(self.expansion * planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    out += self.shortcut(x)
+    out = F.relu(out)
+    return out
+
+
+class KuangliuResNet(nn.Module):
+
+  def __init__(self, block, num_blocks, num_classes=10):
+    super().__init__()
+    self.in_planes = 64
+
+    self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1,
+                           bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.layer1 = self._make_layer(block, 64, num_blocks[0], stride=1)
+    self.layer2 = self._make_layer(block, 128, num_blocks[1], stride=2)
+    self.layer3 = self._make_layer(block, 256, num_blocks[2], stride=2)
+    self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
+    self.linear = nn.Linear(512 * block.expansion, num_classes)
+
+  def _make_layer(self, block, planes, num_blocks, stride):
+    strides = [stride] + [1] * (num_blocks - 1)
+    layers = []
+    for stride in strides:
+      layers.append(block(self.in_planes, planes, stride))
+      self.in_planes = planes * block.expansion
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.layer1(out)
+    out = self.layer2(out)
+    out = self.layer3(out)
+    out = self.layer4(out)
+    out = F.avg_pool2d(out, 4)
+    out = out.view(out.size(0), -1)
+    out = self.linear(out)
+    return out
+
+
+def resnet18(num_classes: int = 10) -> KuangliuResNet:
+  return KuangliuResNet(KuangliuBasicBlock, [2, 2, 2, 2], num_classes)
+
+
+# --- flax -> PyTorch weights ---
+
+# flax leaf name -> PyTorch state_dict suffix, per variable collection.
+_LEAF_NAMES = {
+    'params': {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'},
+    'batch_stats': {'mean': 'running_mean', 'var': 'running_var'},
+}
+_MODULE_NAMES = {'shortcut_conv': 'shortcut.0', 'shortcut_bn': 'shortcut.1'}
+
+
+def _torch_key(collection: str, path: tuple[str, ...]) -> str:
+  # layer2_0 -> layer2.0 (an index into nn.Sequential).
+  modules = [_MODULE_NAMES.get(m, m.replace('_', '.')) for m in path[:-1]]
+  return '.'.join(modules + [_LEAF_NAMES[collection][path[-1]]])
+
+
+def _to_torch_layout(value: np.ndarray) -> np.ndarray:
+  if value.ndim == 4:  # conv kernel: HWIO -> OIHW.
+    return value.transpose(3, 2, 0, 1)
+  if value.ndim == 2:  # dense kernel: (in, out) -> (out, in).
+    return value.T
+  return value
+
+
+def load_flax_variables(torch_model: nn.Module,
+                        variables: Mapping[str, Any]) -> None:
+  """Copies flax params and batch_stats into torch_model, in place.
+
+  Args:
+    torch_model: a model of this module, of the same architecture.
+    variables: {'params': ..., 'batch_stats': ...} from resnet_jax.models.
+
+  Raises:
+    KeyError: a flax variable has no PyTorch counterpart, or the reverse.
+    RuntimeError: a shape differs (from load_state_dict).
+  """
+  state = torch_model.state_dict()
+  loaded = set()
+  for collection in ('params', 'batch_stats'):
+    flat = traverse_util.flatten_dict(dict(variables[collection]))
+    for path, value in flat.items():
+      key = _torch_key(collection, path)
+      if key not in state:
+        raise KeyError(f'flax {collection}/{"/".join(path)} maps to {key}, '
+                       'which the PyTorch model lacks')
+      state[key] = torch.from_numpy(
+          np.array(_to_torch_layout(np.asarray(value, np.float32))))
+      loaded.add(key)
+  # num_batches_tracked has no flax counterpart and does not affect outputs.
+  missing = sorted(k for k in state
+                   if k not in loaded and not k.endswith('num_batches_tracked'))
+  if missing:
+    raise KeyError(f'no flax variable for PyTorch {", ".join(missing)}')
+  torch_model.load_state_dict(state)

@@ -1,0 +1,11 @@
+"""ResNet-20 on CIFAR-10, the paper's recipe. Published test error: 8.75% (Table 6) of He et al. 2015.
+
+  python launch.py --config=configs/resnet20.py
+"""
+import ml_collections
+
+from configs import paper_cifar
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return paper_cifar.get_config('resnet20')

@@ -1,0 +1,21 @@
+"""A tiny run for tests and smoke checks: the resnet_test net, a few steps, everything on.
+
+  python launch.py --config=configs/resnet_test.py --config.dataset.data_dir=DIR
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model.name = 'resnet_test'
+  config.batch_size = 8
+  config.num_train_steps = 8
+  config.steps_per_call = 2
+  config.log_every_steps = 2
+  config.eval_every_steps = 4
+  config.checkpoint_every_steps = 4
+  config.keep_checkpoints = 2
+  config.eval.batch_size = 8
+  return config

@@ -1,0 +1,76 @@
+"""The entry point: train (or resume) a run, or evaluate its checkpoint.
+
+  python launch.py --config=configs/resnet18.py                  # --workdir: runs/resnet18
+  python launch.py --config=configs/resnet18.py --mode=eval
+  python launch.py --config=configs/resnet20.py --config.batch_size=256 --workdir=/mnt/runs/r20
+
+Mistakes a user can fix (bad config values, missing data, no checkpoint) end with a one-paragraph
+message and exit status 2, without a traceback.
+"""
+import logging as std_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'A config file from configs/.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'Checkpoints, metrics and logs. Default: runs/<config file name>.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train: train or resume; eval: evaluate a checkpoint of the workdir.')
+
+USER_ERROR_EXIT = 2
+NON_FINITE_EXIT = 3
+
+
+def _fail(message: str, code: int = USER_ERROR_EXIT) -> None:
+  print(f'Error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, but an unknown --config.field is a one-line error, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    given = [a for a in argv[1:] if a.startswith('--config.')]
+    _fail(f'unknown config field in {" ".join(given)}: {e.args[0]}\n'
+          'Every field and its meaning is in configs/default.py.')
+  except flags.Error as e:
+    _fail(f'{e}\nRun with --helpfull to see the flags.')
+
+
+def _quiet_orbax(record: std_logging.LogRecord) -> bool:
+  """Orbax logs a dozen INFO lines per checkpoint; keep its warnings and errors only."""
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}: every setting is a --flag or --config.field=value.')
+  if _CONFIG.value is None:
+    _fail('--config is required, e.g. --config=configs/resnet20.py.')
+  workdir = _WORKDIR.value or os.path.join(
+      'runs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
+          flags.FLAGS['config'])))[0])
+  # Imported here so --help and flag errors answer without loading JAX.
+  from resnet_jax import evaluate, train
+  from resnet_jax.errors import UserError
+
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(_CONFIG.value, workdir)
+    else:
+      evaluate.evaluate_checkpoint(_CONFIG.value, workdir)
+  except UserError as e:
+    _fail(str(e))
+  except FloatingPointError as e:
+    _fail(str(e), NON_FINITE_EXIT)
+  logging.info('Done: %s', os.path.abspath(workdir))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

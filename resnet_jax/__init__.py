@@ -1,0 +1,1 @@
+"""resnet_jax: residual networks on CIFAR in JAX/Flax."""

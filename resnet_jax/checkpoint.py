@@ -1,0 +1,43 @@
+"""Checkpoints through orbax: save every N steps and at the end, keep N, resume from the latest.
+
+Restores always go onto the current run's shardings (an abstract target built from a freshly
+initialised state), so a checkpoint written on one device count restores onto another.
+"""
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from resnet_jax.errors import UserError
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def create_manager(workdir: str, keep: int = 1, create: bool = True) -> ocp.CheckpointManager:
+  """create=False opens an existing folder read-only (for --mode=eval): nothing is written."""
+  if create:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  else:
+    options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Starts an asynchronous save; orbax writes to a temporary folder and renames it when done."""
+  manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def restore(manager: ocp.CheckpointManager, step: int, template: Any) -> Any:
+  """Restores `step` onto the shardings and dtypes of `template` (a state of this run)."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception as e:  # orbax raises many types; all mean this folder cannot be used.
+    raise UserError(
+        f'Could not restore the checkpoint of step {step} in {manager.directory}: '
+        f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset '
+        '(use the config that trained it, or another --workdir) or it is damaged. '
+        'Nothing was deleted.') from e

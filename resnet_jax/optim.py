@@ -1,0 +1,41 @@
+"""The optimiser: optax SGD with momentum, PyTorch-style coupled weight decay, lr schedules."""
+import jax
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, num_train_steps: int) -> optax.Schedule:
+  """The lr at each step: an optional warm-up, then cosine decay to 0 or piecewise constant."""
+  base_lr = config.optimizer.learning_rate
+  sched = config.schedule
+  warmup = sched.warmup_steps
+  if sched.name == 'cosine':
+    main = optax.cosine_decay_schedule(base_lr, decay_steps=max(num_train_steps - warmup, 1))
+  else:
+    # Boundaries count from step 0 (as the paper's 32k/48k do), but join_schedules restarts
+    # the main schedule's clock after the warm-up: shift them back.
+    main = optax.piecewise_constant_schedule(
+        base_lr, {int(b) - warmup: sched.decay_factor for b in sched.boundaries})
+  if warmup == 0:
+    return main
+  if sched.warmup_mode == 'linear':
+    warm = optax.linear_schedule(0.0, base_lr, warmup)
+  else:
+    warm = optax.constant_schedule(base_lr * sched.warmup_factor)
+  return optax.join_schedules([warm, main], [warmup])
+
+
+def _decay_mask(params):
+  """Decay only kernels (ndim > 1): BatchNorm scales/biases and dense biases are 1-D."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SGD exactly as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov)."""
+  opt = config.optimizer
+  mask = None if opt.decay_bn_and_bias else _decay_mask
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=mask),
+      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
+  )

@@ -1,0 +1,307 @@
+"""Training: the state, the jitted chunk of train steps, evaluation, and the loop that drives them.
+
+Data flows one way: the dataset is placed on every device once; each jitted call runs
+`steps_per_call` steps (a lax.scan), each of which gathers its batch by index, augments it and
+updates the state, all on the device. The host only counts steps and, at log, eval and checkpoint
+points, fetches small results.
+
+Randomness is a pure function of (seed, step): the data order of epoch e comes from
+fold_in(perm_key, e) and the augmentation of step s from fold_in(aug_key, s), so a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh
+
+from resnet_jax import augment, checkpoint, data, metrics, models, optim, parallel, validation
+from resnet_jax.errors import UserError
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """A split padded to whole eval batches and placed on every device; `count` are real."""
+  images: jax.Array
+  labels: jax.Array
+  count: int
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+  overrides = {'dtype': config.model.dtype, 'zero_init_residual': config.model.zero_init_residual}
+  if config.model.shortcut:  # '' keeps the model's published shortcut
+    overrides['shortcut'] = config.model.shortcut
+  return models.get_model(config.model.name, data.NUM_CLASSES[config.dataset.name], **overrides)
+
+
+def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:
+  """Full batches only: each epoch drops a different remainder, as its permutation differs."""
+  return num_train_examples // batch_size
+
+
+def num_train_steps(config: ml_collections.ConfigDict, epoch_steps: int) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return config.num_epochs * epoch_steps
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, permutation, augmentation) keys; separate roots so folding in e and s never collide."""
+  init_key, perm_key, aug_key = jax.random.split(jax.random.key(seed), 3)
+  return init_key, perm_key, aug_key
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+                       mesh: Mesh) -> TrainState:
+  """Initialises the state directly onto the mesh, replicated."""
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables['batch_stats'], opt_state=tx.init(params))
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(key)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+  """Per-example loss, in float32 whatever the compute dtype."""
+  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  targets = optax.smooth_labels(one_hot, label_smoothing) if label_smoothing else one_hot
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_step(state: TrainState, *, model: nn.Module, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, images: jax.Array, labels: jax.Array,
+               perm_key: jax.Array, aug_key: jax.Array, batch_size: int, epoch_steps: int,
+               mean: tuple[float, ...], std: tuple[float, ...], label_smoothing: float,
+               mesh: Mesh) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on the batch that step `state.step` draws from the on-device dataset."""
+  step = state.step
+  order = jax.random.permutation(jax.random.fold_in(perm_key, step // epoch_steps), len(labels))
+  index = jax.lax.dynamic_slice(order, ((step % epoch_steps) * batch_size,), (batch_size,))
+  # Shard the indices first, so each device gathers and augments only its own examples.
+  index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
+  batch_images = augment.crop_and_flip(images[index], jax.random.fold_in(aug_key, step))
+  batch_images = augment.normalize(batch_images, mean, std)
+  batch_labels = labels[index]
+
+  def loss_fn(params):
+    logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                   batch_images, train=True, mutable=['batch_stats'])
+    loss = cross_entropy(logits, batch_labels, label_smoothing).mean()
+    return loss, (logits, new_vars['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = TrainState(step=step + 1, params=optax.apply_updates(state.params, updates),
+                         batch_stats=batch_stats, opt_state=opt_state)
+  step_metrics = {
+      'loss': loss,
+      'top1': jnp.mean(jnp.argmax(logits, -1) == batch_labels),
+      'lr': schedule(step),
+      'finite': jnp.isfinite(loss) & _all_finite(grads),
+  }
+  return new_state, step_metrics
+
+
+def make_train_chunk(step_fn):
+  """jit(K steps of step_fn in a lax.scan); K is static, the state is donated."""
+  @functools.partial(jax.jit, static_argnums=1, donate_argnums=0)
+  def train_chunk(state: TrainState, num_steps: int):
+    return jax.lax.scan(lambda s, _: step_fn(s), state, length=num_steps)
+  return train_chunk
+
+
+def eval_set(split: data.Split, batch_size: int, mesh: Mesh) -> EvalSet:
+  """Pads the split to whole batches (padding is masked out) and places it on every device."""
+  count = len(split.labels)
+  pad = -count % batch_size
+  images = np.concatenate([split.images, np.zeros((pad, *split.images.shape[1:]), np.uint8)])
+  labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
+  images, labels = parallel.replicate((images, labels), mesh)
+  return EvalSet(images=images, labels=labels, count=count)
+
+
+def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[float, ...],
+                 std: tuple[float, ...]):
+  """jit(whole split -> summed loss, top-1 and top-5 counts), one batch at a time in a scan."""
+  def eval_step(variables, images, labels, valid):
+    images = augment.normalize(images, mean, std)
+    logits = model.apply(variables, images, train=False).astype(jnp.float32)
+    loss = cross_entropy(logits, labels, 0.0)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    return {'loss': jnp.sum(loss * valid),
+            'top1': jnp.sum((top5[:, 0] == labels) * valid),
+            'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid)}
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def evaluate(variables, images, labels, count: int):
+    num_batches = len(labels) // batch_size
+
+    def body(totals, i):
+      index = i * batch_size + jnp.arange(batch_size)
+      index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
+      sums = eval_step(variables, images[index], labels[index], (index < count).astype(jnp.float32))
+      return jax.tree.map(jnp.add, totals, sums), None
+
+    zeros = {'loss': jnp.zeros(()), 'top1': jnp.zeros(()), 'top5': jnp.zeros(())}
+    return jax.lax.scan(body, zeros, jnp.arange(num_batches))[0]
+
+  def run(state: TrainState, split: EvalSet) -> dict[str, float]:
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    sums = jax.device_get(evaluate(variables, split.images, split.labels, split.count))
+    return {'loss': float(sums['loss']) / split.count, 'top1': float(sums['top1']) / split.count,
+            'top5': float(sums['top5']) / split.count, 'count': split.count}
+  return run
+
+
+@dataclasses.dataclass
+class Setup:
+  """What both training and --mode=eval build from a config."""
+  mesh: Mesh
+  dataset: data.CifarData
+  model: nn.Module
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  state: TrainState  # freshly initialised: the start of training, or a restore template
+  epoch_steps: int
+  total_steps: int
+  eval_fn: Any
+  eval_sets: dict[str, EvalSet]
+
+
+def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
+  """Validates the config, loads the data and builds everything; mesh: default all devices."""
+  mesh = mesh or parallel.make_mesh()
+  validation.validate_config(config, mesh.size)
+  model = build_model(config)  # before loading data, so a bad model setting fails at once
+  dataset = data.load(config.dataset.name, config.dataset.source, config.dataset.data_dir,
+                      config.dataset.validation_size)
+  epoch_steps = steps_per_epoch(len(dataset.train.labels), config.batch_size)
+  if epoch_steps == 0:
+    raise UserError(f'batch_size={config.batch_size} is larger than the training set '
+                    f'({len(dataset.train.labels)} examples): lower --config.batch_size.')
+  total = num_train_steps(config, epoch_steps)
+  schedule = optim.learning_rate_schedule(config, total)
+  tx = optim.create_optimizer(config, schedule)
+  state = create_train_state(model, tx, run_keys(config.seed)[0], mesh)
+  mean, std = data.CHANNEL_MEAN[config.dataset.name], data.CHANNEL_STD[config.dataset.name]
+  eval_fn = make_eval_fn(model, mesh, config.eval.batch_size, mean, std)
+  splits = {'test': dataset.test, 'validation': dataset.validation}
+  eval_sets = {name: eval_set(split, config.eval.batch_size, mesh)
+               for name, split in splits.items() if split is not None}
+  return Setup(mesh, dataset, model, schedule, tx, state, epoch_steps, total, eval_fn, eval_sets)
+
+
+def _is_boundary(step: int, every: int, total: int) -> bool:
+  return step % every == 0 or step == total
+
+
+def _check_finite(flags: list, step: int, last_saved: int | None, workdir: str) -> None:
+  """Stops the run before a NaN or infinite state can be logged as fine or saved."""
+  if not all(np.all(jax.device_get(f)) for f in flags):
+    raise FloatingPointError(
+        f'The loss or a gradient became NaN or infinite before step {step}; that state was not '
+        f'saved. The last checkpoint is of step {last_saved} in '
+        f'{checkpoint.checkpoint_dir(workdir)}. Lower the learning rate or check the data.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: Mesh | None = None) -> TrainState:
+  """Trains from scratch, or resumes from the latest checkpoint in workdir; returns the state.
+
+  mesh: the devices to train on; default all of them.
+  """
+  run = setup(config, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+  state = run.state
+  if manager.latest_step() is not None:
+    state = checkpoint.restore(manager, manager.latest_step(), run.state)
+    logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+  step = int(state.step)
+  log = metrics.MetricsLog(workdir)
+  log.truncate_after(step)
+  metrics.write_config(workdir, config)
+  metrics.write_provenance(workdir)
+
+  _, perm_key, aug_key = run_keys(config.seed)
+  images, labels = parallel.replicate((run.dataset.train.images, run.dataset.train.labels),
+                                      run.mesh)
+  step_fn = functools.partial(
+      train_step, model=run.model, tx=run.tx, schedule=run.schedule, images=images,
+      labels=labels, perm_key=perm_key, aug_key=aug_key, batch_size=config.batch_size,
+      epoch_steps=run.epoch_steps, mean=data.CHANNEL_MEAN[config.dataset.name],
+      std=data.CHANNEL_STD[config.dataset.name], label_smoothing=config.label_smoothing,
+      mesh=run.mesh)
+  train_chunk = make_train_chunk(step_fn)
+  logging.info('%s on %s: %d steps (%d per epoch), %d devices, global batch %d.',
+               config.model.name, config.dataset.name, run.total_steps, run.epoch_steps,
+               run.mesh.size, config.batch_size)
+
+  progress = metrics.Progress(run.total_steps, config.batch_size, run.epoch_steps, step)
+  pending = []  # per-chunk metrics still on the device, fetched at the next log point
+  last_saved = manager.latest_step()
+  while step < run.total_steps:
+    num_steps = min(config.steps_per_call, run.total_steps - step)
+    first_call = step == progress.start_step
+    start = time.perf_counter()
+    state, chunk_metrics = train_chunk(state, num_steps)
+    step += num_steps
+    pending.append(chunk_metrics)
+    if first_call:
+      jax.block_until_ready(state)
+      logging.info('First call (compile and %d steps) took %.1f s.', num_steps,
+                   time.perf_counter() - start)
+      progress.restart(step)
+
+    boundary_work = False
+    if _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+      _check_finite([m['finite'] for m in pending], step, last_saved, workdir)
+    if _is_boundary(step, config.log_every_steps, run.total_steps):
+      fetched = jax.device_get(pending)
+      pending = []
+      _check_finite([m['finite'] for m in fetched], step, last_saved, workdir)
+      rate = progress.images_per_second(step)
+      row = {k: float(np.mean(np.concatenate([m[k] for m in fetched]))) for k in ('loss', 'top1')}
+      row['lr'] = float(fetched[-1]['lr'][-1])
+      logging.info(progress.line(step, row['loss'], row['top1'], row['lr'], rate))
+      log.write({'step': step, 'epoch': step / run.epoch_steps, 'split': 'train', **row,
+                 'images_per_second': rate})
+    if _is_boundary(step, config.eval_every_steps, run.total_steps):
+      boundary_work = True
+      for name, split in run.eval_sets.items():
+        result = run.eval_fn(state, split)
+        logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
+                     step, result['loss'], result['top1'], result['top5'], result['count'])
+        log.write({'step': step, 'epoch': step / run.epoch_steps, 'split': name, **result})
+    if _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+      boundary_work = True
+      checkpoint.save(manager, step, state)
+      last_saved = step
+    if boundary_work:
+      progress.restart(step)
+  manager.wait_until_finished()
+  manager.close()
+  return state

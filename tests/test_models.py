@@ -1,0 +1,202 @@
+"""Tests for resnet_jax.models: sizes, dtypes, BatchNorm modes, init, errors."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import models
+from resnet_jax.errors import UserError
+
+_IMAGES = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+
+# Trainable parameters of the PyTorch references with 10 classes.
+_PARAM_COUNTS = {
+    'resnet20': 269_722,
+    'resnet32': 464_154,
+    'resnet44': 658_586,
+    'resnet56': 853_018,
+    'resnet110': 1_727_962,
+    'resnet18': 11_173_962,
+    'resnet34': 21_282_122,
+    'resnet50': 23_520_842,
+}
+_PAPER_NETS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
+# Option B's projections: 1x1 conv + BN at 16->32 and 32->64 channels.
+_OPTION_B_EXTRA = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+
+
+def _param_count(name, **overrides):
+  model = models.get_model(name, 10, **overrides)
+  # eval_shape: shapes only, so even resnet50 costs a trace, not an init.
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             jax.random.key(0), _IMAGES)
+  return sum(leaf.size for leaf in jax.tree.leaves(variables['params']))
+
+
+def _init_test_net(**overrides):
+  model = models.get_model('resnet_test', 10, **overrides)
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  # rbg keys compile much faster than threefry on CPU.
+  variables = model.init(jax.random.key(0, impl='rbg'), images, train=False)
+  return model, variables, images
+
+
+@pytest.fixture(scope='module')
+def tiny_net():
+  return _init_test_net()
+
+
+def test_model_names_sorted_and_complete():
+  expected = set(_PARAM_COUNTS) | {f'plain{d}' for d in (20, 32, 44, 56, 110)}
+  assert set(models.MODEL_NAMES) == expected | {'resnet_test'}
+  assert list(models.MODEL_NAMES) == sorted(models.MODEL_NAMES)
+
+
+@pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))
+def test_param_count(name):
+  assert _param_count(name) == _PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize('name', _PAPER_NETS)
+def test_param_count_option_b(name):
+  assert (_param_count(name, shortcut='B')
+          == _PARAM_COUNTS[name] + _OPTION_B_EXTRA)
+
+
+@pytest.mark.parametrize('depth', (20, 32, 44, 56, 110))
+def test_plain_net_param_count_equals_option_a(depth):
+  assert _param_count(f'plain{depth}') == _PARAM_COUNTS[f'resnet{depth}']
+
+
+def test_plain_net_has_no_shortcut_modules():
+  model = models.get_model('plain20', 10)
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             jax.random.key(0), _IMAGES)
+  assert 'shortcut_conv' not in variables['params']['layer2_0']
+
+
+def test_float32_logits(tiny_net):
+  model, variables, images = tiny_net
+  logits = model.apply(variables, images, train=False)
+  assert logits.shape == (2, 10)
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize('dtype', ('bfloat16', jnp.bfloat16))
+def test_bfloat16_computes_in_bf16_keeps_float32_params_and_logits(
+    dtype, tiny_net):
+  _, variables, images = tiny_net
+  model = models.get_model('resnet_test', 10, dtype=dtype)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.key(0), images)
+  for leaf in jax.tree.leaves(shapes):
+    assert leaf.dtype == jnp.float32
+  # param_dtype is float32 either way, so the float32 net's variables fit.
+  logits, state = model.apply(variables, images, train=False,
+                              capture_intermediates=True,
+                              mutable=['intermediates'])
+  assert logits.dtype == jnp.float32
+  acts = state['intermediates']
+  assert acts['conv1']['__call__'][0].dtype == jnp.bfloat16
+  assert acts['layer3_0']['__call__'][0].dtype == jnp.bfloat16
+
+
+def test_batch_stats_update_in_train_mode_only(tiny_net):
+  model, variables, images = tiny_net
+  _, train_state = model.apply(variables, images, train=True,
+                               mutable=['batch_stats'])
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(train_state['batch_stats'])
+  assert all(not np.allclose(a, b) for a, b in zip(before, after))
+
+  _, eval_state = model.apply(variables, images, train=False,
+                              mutable=['batch_stats'])
+  for a, b in zip(before, jax.tree.leaves(eval_state['batch_stats'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def _bn_scales(params):
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {'/'.join(k.key for k in path[:-1]): np.asarray(v)
+          for path, v in flat if path[-1].key == 'scale'}
+
+
+def test_bn_scales_start_at_one(tiny_net):
+  _, variables, _ = tiny_net
+  for name, scale in _bn_scales(variables['params']).items():
+    np.testing.assert_array_equal(scale, 1.0, err_msg=name)
+
+
+def test_zero_init_residual_basic_block():
+  _, variables, _ = _init_test_net(shortcut='B', zero_init_residual=True)
+  scales = _bn_scales(variables['params'])
+  assert 'layer2_0/shortcut_bn' in scales
+  for name, scale in scales.items():
+    want = 0.0 if name.endswith('/bn2') else 1.0
+    np.testing.assert_array_equal(scale, want, err_msg=name)
+
+
+def test_zero_init_residual_bottleneck():
+  # A two-stage Bottleneck net: tiny, but with bn3 and a projection.
+  # Zero kernels: the values do not matter here and cost no RNG compiles.
+  model = models.ResNet(stage_sizes=(1, 1), stage_filters=(2, 4),
+                        block_cls=models.Bottleneck, num_classes=3,
+                        kernel_init=jax.nn.initializers.zeros,
+                        zero_init_residual=True)
+  variables = model.init(jax.random.key(0, impl='rbg'),
+                         jnp.zeros((1, 8, 8, 3)), train=False)
+  scales = _bn_scales(variables['params'])
+  assert {'layer1_0/bn3', 'layer2_0/shortcut_bn'} <= set(scales)
+  for name, scale in scales.items():
+    want = 0.0 if name.endswith('/bn3') else 1.0
+    np.testing.assert_array_equal(scale, want, err_msg=name)
+
+
+def test_zero_init_residual_starts_blocks_as_their_shortcut():
+  # With a zero last scale a block outputs relu(shortcut(x)), here relu(x) = x.
+  model, variables, images = _init_test_net(zero_init_residual=True)
+  _, state = model.apply(variables, images, train=False,
+                         capture_intermediates=True, mutable=['intermediates'])
+  acts = state['intermediates']
+  stem = jax.nn.relu(acts['bn1']['__call__'][0])
+  np.testing.assert_allclose(acts['layer1_0']['__call__'][0], stem)
+
+
+def test_unknown_name_lists_valid_names():
+  with pytest.raises(UserError, match='resnet20.*resnet_test'):
+    models.get_model('resnet21', 10)
+
+
+@pytest.mark.parametrize('name,shortcut', (
+    ('resnet20', 'C'),
+    ('resnet20', None),
+    ('resnet18', 'A'),
+    ('plain20', 'A'),
+))
+def test_bad_shortcut(name, shortcut):
+  with pytest.raises(UserError, match='shortcut'):
+    models.get_model(name, 10, shortcut=shortcut)
+
+
+def test_default_shortcut_accepted_for_kuangliu_nets():
+  assert models.get_model('resnet18', 10, shortcut='B').shortcut == 'B'
+
+
+@pytest.mark.parametrize('overrides,match', (
+    ({'dtype': 'float64'}, 'float32, bfloat16'),
+    ({'dtype': 'half-ish'}, 'float32, bfloat16'),
+    ({'zero_init_residual': 'yes'}, 'zero_init_residual'),
+    ({'width': 2}, 'dtype, shortcut, zero_init_residual'),
+))
+def test_bad_overrides(overrides, match):
+  with pytest.raises(UserError, match=match):
+    models.get_model('resnet20', 10, **overrides)
+
+
+@pytest.mark.parametrize('num_classes', (0, 2.5, True))
+def test_bad_num_classes(num_classes):
+  with pytest.raises(UserError, match='num_classes'):
+    models.get_model('resnet20', num_classes)

@@ -1,0 +1,156 @@
+"""Training: loss falls, device count does not change the numbers, resume continues exactly."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs import resnet_test
+from resnet_jax import checkpoint, models, parallel, train
+from resnet_jax.errors import UserError
+from tests import fake_cifar
+
+
+@pytest.fixture(scope='module')
+def cifar_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('cifar10')
+  fake = fake_cifar.write_cifar10(directory, records_per_batch=8, test_records=20,
+                                  learnable=True)
+  return directory, fake
+
+
+def _config(data_dir, **overrides):
+  config = resnet_test.get_config()
+  config.dataset.data_dir = str(data_dir)
+  config.update(overrides)
+  return config
+
+
+def _rows(workdir, split):
+  with open(workdir / 'metrics.jsonl') as f:
+    return [row for row in map(json.loads, f) if row['split'] == split]
+
+
+def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
+  # Images coloured by class: 80 steps must bring the train loss well down and the test
+  # accuracy well above chance (10%).
+  config = _config(cifar_dir[0], num_train_steps=80, log_every_steps=20, eval_every_steps=80,
+                   checkpoint_every_steps=80, steps_per_call=20)
+  config.optimizer.weight_decay = 0.0
+  config.schedule.name = 'piecewise'
+  train.train_and_evaluate(config, str(tmp_path))
+  losses = [row['loss'] for row in _rows(tmp_path, 'train')]
+  assert len(losses) == 4
+  assert losses[-1] < 0.6 * losses[0], losses
+  assert _rows(tmp_path, 'test')[-1]['top1'] >= 0.5
+
+
+def _final_params(config, workdir, devices):
+  state = train.train_and_evaluate(config, str(workdir), parallel.make_mesh(devices))
+  return jax.device_get(state)
+
+
+def test_one_device_and_four_devices_train_the_same(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0])
+  one = _final_params(config, tmp_path / 'one', jax.devices()[:1])
+  four = _final_params(config, tmp_path / 'four', jax.devices())
+  assert int(one.step) == int(four.step) == config.num_train_steps
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  losses = [[row['loss'] for row in _rows(tmp_path / name, 'train')] for name in ('one', 'four')]
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_resume_continues_the_step_count_and_replays_exactly(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0])
+  # A schedule that does not depend on the run length, which the stopped run shortens.
+  config.schedule.update(name='piecewise', boundaries=(3, 6))
+  uninterrupted = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'whole')))
+
+  # The same run stopped at step 4 (its checkpoint), then started again for the full length.
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'split'))
+  manager = checkpoint.create_manager(str(tmp_path / 'split'), create=False)
+  assert manager.all_steps() == [4]
+  manager.close()
+  config.num_train_steps = 8
+  resumed = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'split')))
+
+  assert int(resumed.step) == 8
+  for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  # The metrics of the resumed run continue, without rows from before the restart repeated.
+  steps = [row['step'] for row in _rows(tmp_path / 'split', 'train')]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir):
+  directory, fake = cifar_dir
+  config = _config(directory)
+  config.eval.batch_size = 8  # 20 test images: batches of 8, 8 and 4 real + 4 padding
+  run = train.setup(config)
+  result = run.eval_fn(run.state, run.eval_sets['test'])
+  assert result['count'] == 20
+
+  from resnet_jax import augment, data
+  images = augment.normalize(fake.test_images, data.CHANNEL_MEAN['cifar10'],
+                             data.CHANNEL_STD['cifar10'])
+  logits = np.asarray(run.model.apply(
+      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False))
+  assert result['top1'] == pytest.approx(np.mean(logits.argmax(-1) == fake.test_labels))
+  top5 = np.argsort(-logits, axis=-1)[:, :5]
+  assert result['top5'] == pytest.approx(np.mean((top5 == fake.test_labels[:, None]).any(-1)))
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected_loss = -np.mean(log_probs[np.arange(20), fake.test_labels])
+  assert result['loss'] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_validation_split_is_evaluated_too(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0])
+  config.dataset.validation_size = 8
+  train.train_and_evaluate(config, str(tmp_path))
+  validation = _rows(tmp_path, 'validation')
+  assert [row['step'] for row in validation] == [4, 8]
+  assert validation[0]['count'] == 8
+
+
+def test_resuming_with_another_model_is_refused_and_keeps_the_checkpoints(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0])
+  train.train_and_evaluate(config, str(tmp_path))
+  before = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir())
+  config.model.shortcut = 'B'  # a different parameter tree
+  config.num_train_steps = 12
+  with pytest.raises(UserError, match='Could not restore'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == before
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('batch_size', 6, 'divisible by the number of devices'),
+    ('log_every_steps', 3, 'multiple of steps_per_call'),
+    ('eval_every_steps', 5, 'multiple of steps_per_call'),
+    ('checkpoint_every_steps', 1, 'multiple of steps_per_call'),
+    ('batch_size', 48, 'larger than the training set'),
+])
+def test_bad_values_are_refused_before_training(cifar_dir, tmp_path, field, value, message):
+  config = _config(cifar_dir[0], **{field: value})
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_every_model_builds_from_the_default_model_settings():
+  # validation, the config defaults and the registry must agree, or a valid model is refused.
+  from resnet_jax import validation
+  config = resnet_test.get_config()
+  for name in models.MODEL_NAMES:
+    config.model.name = name
+    validation.validate_config(config, 4)
+    assert isinstance(train.build_model(config), models.ResNet)
+
+
+def test_a_shortcut_a_model_does_not_have_is_refused(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0])
+  config.model.update(name='resnet18', shortcut='A')
+  with pytest.raises(UserError, match='shortcut'):
+    train.setup(config)
