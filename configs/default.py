@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.label_smoothing = 0.0
 
-  # Train steps per jitted call (a lax.scan); every *_every_steps must be a multiple of it.
+  # Train steps per jitted call (unrolled); every *_every_steps must be a multiple of it.
   config.steps_per_call = 1
   config.log_every_steps = 100
   config.eval_every_steps = 2000

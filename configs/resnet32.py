@@ -1,4 +1,6 @@
-"""ResNet-32 on CIFAR-10, the paper's recipe. Published test error: 7.51% (Table 6) of He et al. 2015.
+"""ResNet-32 on CIFAR-10, the paper's recipe.
+
+Published test error: 7.51% (Table 6) of He et al. 2015.
 
   python launch.py --config=configs/resnet32.py
 """

@@ -1,4 +1,6 @@
-"""ResNet-56 on CIFAR-10, the paper's recipe. Published test error: 6.97% (Table 6) of He et al. 2015.
+"""ResNet-56 on CIFAR-10, the paper's recipe.
+
+Published test error: 6.97% (Table 6) of He et al. 2015.
 
   python launch.py --config=configs/resnet56.py
 """

@@ -4,7 +4,8 @@ import ml_collections
 import optax
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, num_train_steps: int) -> optax.Schedule:
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           num_train_steps: int) -> optax.Schedule:
   """The lr at each step: an optional warm-up, then cosine decay to 0 or piecewise constant."""
   base_lr = config.optimizer.learning_rate
   sched = config.schedule
@@ -32,7 +33,7 @@ def _decay_mask(params):
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD exactly as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov)."""
+  """SGD as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov)."""
   opt = config.optimizer
   mask = None if opt.decay_bn_and_bias else _decay_mask
   return optax.chain(

@@ -18,7 +18,8 @@ def _choice(value, field: str, allowed: tuple) -> None:
 def _number(value, field: str, *, kind=int, minimum=None, maximum=None) -> None:
   # bool is an int in Python; a True batch size is a mistake, not a 1.
   if isinstance(value, bool) or not isinstance(value, kind):
-    raise UserError(f'config.{field}={value!r} must be {"an integer" if kind is int else "a number"}.')
+    what = 'an integer' if kind is int else 'a number'
+    raise UserError(f'config.{field}={value!r} must be {what}.')
   if minimum is not None and value < minimum:
     raise UserError(f'config.{field}={value!r} must be at least {minimum}.')
   if maximum is not None and value > maximum:

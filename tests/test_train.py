@@ -35,7 +35,7 @@ def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
   # Images coloured by class: 80 steps must bring the train loss well down and the test
   # accuracy well above chance (10%).
   config = _config(cifar_dir[0], num_train_steps=80, log_every_steps=20, eval_every_steps=80,
-                   checkpoint_every_steps=80, steps_per_call=20)
+                   checkpoint_every_steps=80, steps_per_call=4)
   config.optimizer.weight_decay = 0.0
   config.schedule.name = 'piecewise'
   train.train_and_evaluate(config, str(tmp_path))

@@ -1,0 +1,125 @@
+"""launch.py end to end, as a user runs it: train, eval, and the errors for bad input."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from tests import fake_cifar
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240  # a hung child fails its test instead of the CI run
+# One persistent compilation cache for every child: each compiles the same tiny programs.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix='resnet_jax_test_cache_')
+
+
+def _launch(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
+  env = {**os.environ, 'JAX_NUM_CPU_DEVICES': '4', 'JAX_PLATFORMS': 'cpu',
+         'JAX_COMPILATION_CACHE_DIR': COMPILATION_CACHE}
+  return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope='module')
+def cifar_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('cifar10')
+  fake_cifar.write_cifar10(directory, records_per_batch=8, learnable=True, form='tarball')
+  return directory
+
+
+@pytest.fixture(scope='module')
+def trained(cifar_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                   f'--workdir={workdir}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def _rows(workdir):
+  with open(workdir / 'metrics.jsonl') as f:
+    return [json.loads(line) for line in f]
+
+
+def test_train_writes_the_run_records(trained):
+  workdir, result = trained
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['4', '8']
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model']['name'] == 'resnet_test'
+  provenance = json.loads((workdir / 'provenance.json').read_text())
+  assert provenance['versions']['jax'] and len(provenance['devices']) == 4
+  assert [r['step'] for r in _rows(workdir) if r['split'] == 'train'] == [2, 4, 6, 8]
+  assert 'img/s' in result.stderr and 'ETA' in result.stderr
+
+
+def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
+  workdir, _ = trained
+  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                   f'--workdir={workdir}', '--mode=eval')
+  assert result.returncode == 0, result.stderr[-3000:]
+  evaluated = json.loads((workdir / 'eval_8.json').read_text())
+  final = [r for r in _rows(workdir) if r['split'] == 'test'][-1]
+  assert final['step'] == evaluated['step'] == 8
+  assert evaluated['test']['top1'] == final['top1']
+  assert evaluated['test']['top5'] == final['top5']
+  assert evaluated['test']['loss'] == pytest.approx(final['loss'], rel=1e-6)
+
+
+def test_workdir_defaults_to_runs_and_the_config_name(cifar_dir, tmp_path):
+  result = _launch(f'--config={REPO}/configs/resnet_test.py',
+                   f'--config.dataset.data_dir={cifar_dir}', '--config.num_train_steps=2',
+                   cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (tmp_path / 'runs' / 'resnet_test' / 'checkpoints' / '2').is_dir()
+
+
+def _assert_refused(result, *words):
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  for word in words:
+    assert word in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('override, words', [
+    ('--config.model.name=resnet21', ['model.name', 'resnet20']),
+    ('--config.dataset.name=mnist', ['dataset.name', 'cifar100']),
+    ('--config.model.nmae=resnet20', ['unknown config field', 'name']),
+    ('--config.batch_size=6', ['divisible by the number of devices (4)']),
+    ('--config.eval_every_steps=3', ['eval_every_steps', 'multiple of steps_per_call']),
+    ('--config.batch_size=abc', ['batch_size']),
+])
+def test_bad_config_is_refused_without_touching_the_run(trained, cifar_dir, override, words):
+  workdir, _ = trained
+  before = sorted(str(p) for p in workdir.rglob('*'))
+  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                   f'--workdir={workdir}', '--config.num_train_steps=12', override)
+  _assert_refused(result, *words)
+  assert sorted(str(p) for p in workdir.rglob('*')) == before
+
+
+def test_missing_data_is_refused(tmp_path):
+  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={tmp_path}',
+                   f'--workdir={tmp_path / "run"}')
+  _assert_refused(result, 'cifar-10-binary.tar.gz', '--config.dataset.data_dir')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_malformed_archive_is_refused(tmp_path):
+  (tmp_path / 'data').mkdir()
+  fake_cifar.write_cifar10(tmp_path / 'data')
+  with open(tmp_path / 'data' / 'data_batch_3.bin', 'ab') as f:
+    f.write(b'\0' * 100)  # no longer a whole number of records
+  result = _launch('--config=configs/resnet_test.py',
+                   f'--config.dataset.data_dir={tmp_path / "data"}',
+                   f'--workdir={tmp_path / "run"}')
+  _assert_refused(result, 'data_batch_3.bin')
+
+
+def test_eval_without_a_checkpoint_is_refused(cifar_dir, tmp_path):
+  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                   f'--workdir={tmp_path}', '--mode=eval')
+  _assert_refused(result, 'No checkpoints', '--mode=train')
+  assert list(tmp_path.iterdir()) == []
