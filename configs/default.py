@@ -22,9 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'cifar10'  # 'cifar10' or 'cifar100'
-  # 'archive': the official binary-version files under data_dir.
-  config.dataset.source = 'archive'
-  # The folder of the .bin files, its parent, or a folder holding the .tar.gz.
+  # 'tfds': tensorflow-datasets, downloaded and prepared (as ArrayRecord) under data_dir on
+  # first use. 'archive': the official binary-version files under data_dir, for offline machines.
+  config.dataset.source = 'tfds'
+  # tfds: where the prepared dataset lives (not ~/tensorflow_datasets, which may hold TFRecord
+  # copies tfds.data_source cannot read). archive: the folder of the .bin files, its parent,
+  # or a folder holding the .tar.gz.
   config.dataset.data_dir = 'data'
   # Train examples held out as a validation split (a fixed choice, the same for every seed).
   config.dataset.validation_size = 0

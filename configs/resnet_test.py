@@ -10,6 +10,7 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.name = 'resnet_test'
+  config.dataset.source = 'archive'  # tests write small archives; no download
   config.batch_size = 8
   config.num_train_steps = 8
   config.steps_per_call = 2

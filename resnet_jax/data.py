@@ -1,10 +1,10 @@
-"""CIFAR-10 and CIFAR-100 as uint8 numpy arrays, read from the official binary version.
+"""CIFAR-10 and CIFAR-100 as uint8 numpy arrays, from tfds or the official binary archives.
 
-The 'archive' source reads the "binary version" files of
-https://www.cs.toronto.edu/~kriz/cifar.html: each record is the label byte(s)
-followed by 3072 pixel bytes, the red, green and blue 32x32 planes in turn.
-Only numpy and the standard library are imported here, so loading data never
-pulls in an accelerator framework.
+The 'tfds' source (the default) is in tfds_source.py. The 'archive' source reads the "binary
+version" files of https://www.cs.toronto.edu/~kriz/cifar.html: each record is the label byte(s)
+followed by 3072 pixel bytes, the red, green and blue 32x32 planes in turn. Both give the
+official order. Only numpy and the standard library are imported here (tensorflow_datasets only
+when the tfds source is used), so loading data never pulls in an accelerator framework.
 """
 
 import dataclasses
@@ -31,7 +31,7 @@ class CifarData:
 
 
 DATASET_NAMES = ('cifar10', 'cifar100')
-SOURCES = ('archive',)
+SOURCES = ('tfds', 'archive')
 NUM_CLASSES = {'cifar10': 10, 'cifar100': 100}
 # Per-channel statistics on the 0-255 scale, the values most CIFAR recipes publish.
 CHANNEL_MEAN = {
@@ -214,6 +214,10 @@ def load(name: str, source: str, data_dir: str, validation_size: int) -> CifarDa
   """Loads a dataset and holds `validation_size` train examples out as validation."""
   _check_choice('name', name, DATASET_NAMES)
   _check_choice('source', source, SOURCES)
-  train, test = load_archive(name, data_dir)
+  if source == 'tfds':
+    from resnet_jax import tfds_source  # tensorflow_datasets only for this source
+    train, test = tfds_source.load(name, data_dir)
+  else:
+    train, test = load_archive(name, data_dir)
   train, validation = _hold_out(train, validation_size)
   return CifarData(train, test, validation, NUM_CLASSES[name])

@@ -1,6 +1,8 @@
-"""What a run leaves for people: metrics.jsonl, config.json, provenance.json, progress lines."""
+"""What a run leaves for people: metrics.jsonl, TensorBoard events, config.json,
+provenance.json and progress lines."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,23 +13,72 @@ import ml_collections
 
 
 class MetricsLog:
-  """Appends one JSON object per line to workdir/metrics.jsonl."""
+  """Each row to workdir/metrics.jsonl (one JSON object a line) and to TensorBoard.
 
-  def __init__(self, workdir: str):
+  A resumed run replays the steps after its checkpoint, so rows past start_step are dropped
+  first. Only one process of a run writes (active=True on process 0).
+  """
+
+  def __init__(self, workdir: str, start_step: int, active: bool = True):
     self.path = os.path.join(workdir, 'metrics.jsonl')
-
-  def truncate_after(self, step: int) -> None:
-    """Drops rows past `step`: a resumed run replays those steps and writes them again."""
-    if not os.path.exists(self.path):
+    self.active = active
+    if not active:
       return
-    with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    with open(self.path, 'w') as f:
-      f.writelines(rows)
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)['step'] <= start_step]
+      with open(self.path, 'w') as f:
+        f.writelines(rows)
+    self._tensorboard = TensorBoard(workdir, start_step)
 
-  def write(self, row: dict[str, Any]) -> None:
+  def write(self, step: int, split: str, values: dict[str, float]) -> None:
+    """values: numbers only; each becomes the TensorBoard scalar '<split>/<name>'."""
+    if not self.active:
+      return
     with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+      f.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
+    self._tensorboard.scalars(step, split, values)
+
+  def close(self) -> None:
+    if self.active:
+      self._tensorboard.close()
+
+
+class TensorBoard:
+  """Scalars as TensorBoard event files under workdir/tensorboard, without TensorFlow.
+
+  tensorboard's own record writer and protos are pure Python; its EventFileWriter is not used
+  because it would import TensorFlow wherever TensorFlow is installed.
+  """
+
+  def __init__(self, workdir: str, start_step: int):
+    # Imported here: only the process that writes events needs tensorboard.
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+    logdir = os.path.join(workdir, 'tensorboard')
+    os.makedirs(logdir, exist_ok=True)
+    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
+    self._writer = RecordWriter(open(os.path.join(logdir, name), 'wb'))
+    self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    if start_step:
+      # A resumed run replays the steps after its checkpoint: TensorBoard drops the old
+      # events past start_step when it reads this (the purge that PyTorch's purge_step does).
+      self._write(event_pb2.Event(wall_time=time.time(), step=start_step, session_log=(
+          event_pb2.SessionLog(status=event_pb2.SessionLog.START))))
+
+  def _write(self, event) -> None:
+    self._writer.write(event.SerializeToString())
+
+  def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
+    summary = self._summary_pb2.Summary(value=[
+        self._summary_pb2.Summary.Value(tag=f'{prefix}/{k}', simple_value=v)
+        for k, v in values.items()])
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -23,9 +23,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from resnet_jax import augment, checkpoint, data, metrics, models, optim, parallel, validation
+from resnet_jax import (augment, checkpoint, data, metrics, models, optim, parallel, tfds_source,
+                        validation)
 from resnet_jax.errors import UserError
 
 
@@ -200,11 +202,22 @@ class Setup:
   eval_sets: dict[str, EvalSet]
 
 
+def _prepare_tfds(config: ml_collections.ConfigDict) -> None:
+  """Process 0 prepares a tfds dataset once; the other processes wait for it, then read."""
+  if config.dataset.source != 'tfds':
+    return
+  if jax.process_index() == 0:
+    tfds_source.prepare(config.dataset.name, config.dataset.data_dir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('tfds dataset prepared')
+
+
 def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
   """Validates the config, loads the data and builds everything; mesh: default all devices."""
   mesh = mesh or parallel.make_mesh()
   validation.validate_config(config, mesh.size)
   model = build_model(config)  # before loading data, so a bad model setting fails at once
+  _prepare_tfds(config)
   dataset = data.load(config.dataset.name, config.dataset.source, config.dataset.data_dir,
                       config.dataset.validation_size)
   epoch_steps = steps_per_epoch(len(dataset.train.labels), config.batch_size)
@@ -250,10 +263,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = checkpoint.restore(manager, manager.latest_step(), run.state)
     logging.info('Resumed from the checkpoint of step %d.', int(state.step))
   step = int(state.step)
-  log = metrics.MetricsLog(workdir)
-  log.truncate_after(step)
-  metrics.write_config(workdir, config)
-  metrics.write_provenance(workdir)
+  is_writer = jax.process_index() == 0
+  log = metrics.MetricsLog(workdir, step, active=is_writer)
+  if is_writer:
+    metrics.write_config(workdir, config)
+    metrics.write_provenance(workdir)
 
   _, perm_key, aug_key = run_keys(config.seed)
   images, labels = parallel.replicate((run.dataset.train.images, run.dataset.train.labels),
@@ -295,15 +309,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       row = {k: float(np.mean(np.concatenate([m[k] for m in fetched]))) for k in ('loss', 'top1')}
       row['lr'] = float(fetched[-1]['lr'][-1])
       logging.info(progress.line(step, row['loss'], row['top1'], row['lr'], rate))
-      log.write({'step': step, 'epoch': step / run.epoch_steps, 'split': 'train', **row,
-                 'images_per_second': rate})
+      if rate:
+        row['images_per_second'] = rate
+      log.write(step, 'train', {'epoch': step / run.epoch_steps, **row})
     if _is_boundary(step, config.eval_every_steps, run.total_steps):
       boundary_work = True
       for name, split in run.eval_sets.items():
         result = run.eval_fn(state, split)
         logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
                      step, result['loss'], result['top1'], result['top5'], result['count'])
-        log.write({'step': step, 'epoch': step / run.epoch_steps, 'split': name, **result})
+        log.write(step, name, {'epoch': step / run.epoch_steps, **result})
     if _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
       boundary_work = True
       checkpoint.save(manager, step, state)
@@ -312,4 +327,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress.restart(step)
   manager.wait_until_finished()
   manager.close()
+  log.close()
   return state

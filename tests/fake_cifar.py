@@ -46,6 +46,11 @@ def _records(label_bytes: list[np.ndarray], images: np.ndarray) -> bytes:
   return np.concatenate([labels, planes], axis=1).tobytes()
 
 
+def _label_names(prefix: str, count: int) -> bytes:
+  # The official archives carry these; tfds's builders read the class names from them.
+  return ''.join(f'{prefix}_{i}\n' for i in range(count)).encode()
+
+
 def _write(
     directory: pathlib.Path,
     folder: str,
@@ -91,6 +96,7 @@ def write_cifar10(
         [train_labels[batch]], train_images[batch]
     )
   files['test_batch.bin'] = _records([test_labels], test_images)
+  files['batches.meta.txt'] = _label_names('class', 10)
   _write(directory, 'cifar-10-batches-bin', 'cifar-10-binary.tar.gz', files, form)
   return FakeCifar(train_images, train_labels, test_images, test_labels)
 
@@ -113,6 +119,8 @@ def write_cifar100(
       'test.bin': _records(
           [rng.integers(0, 20, test_records), test_labels], test_images
       ),
+      'coarse_label_names.txt': _label_names('superclass', 20),
+      'fine_label_names.txt': _label_names('class', 100),
   }
   _write(directory, 'cifar-100-binary', 'cifar-100-binary.tar.gz', files, form)
   return FakeCifar(train_images, train_labels, test_images, test_labels)

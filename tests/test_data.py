@@ -83,8 +83,8 @@ def test_unknown_name(tmp_path):
 
 
 def test_unknown_source(tmp_path):
-  with pytest.raises(UserError, match=r"valid sources are \('archive',\)"):
-    data.load('cifar10', 'tfds', str(tmp_path), 0)
+  with pytest.raises(UserError, match=r"valid sources are \('tfds', 'archive'\)"):
+    data.load('cifar10', 'hub', str(tmp_path), 0)
 
 
 @pytest.mark.parametrize('name', data.DATASET_NAMES)

@@ -123,3 +123,19 @@ def test_eval_without_a_checkpoint_is_refused(cifar_dir, tmp_path):
                    f'--workdir={tmp_path}', '--mode=eval')
   _assert_refused(result, 'No checkpoints', '--mode=train')
   assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_events_hold_the_logged_scalars(trained):
+  from tensorboard.backend.event_processing import event_accumulator
+  workdir, _ = trained
+  events = event_accumulator.EventAccumulator(str(workdir / 'tensorboard'))
+  events.Reload()
+  rows = _rows(workdir)
+  for split, names in (('train', ('loss', 'top1', 'lr', 'images_per_second')),
+                       ('test', ('loss', 'top1', 'top5'))):
+    for name in names:
+      logged = {r['step']: r[name] for r in rows if r['split'] == split and name in r}
+      scalars = {e.step: e.value for e in events.Scalars(f'{split}/{name}')}
+      assert logged and scalars.keys() == logged.keys(), (split, name)
+      for step, value in logged.items():
+        assert scalars[step] == pytest.approx(value, rel=1e-6)
