@@ -1,15 +1,20 @@
 """What a run leaves for people: metrics.jsonl, TensorBoard events, config.json,
 provenance.json and progress lines."""
+from __future__ import annotations
+
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import ml_collections
+
+if TYPE_CHECKING:
+  # Annotations only: benchmarks import this where ml_collections is not installed.
+  import ml_collections
 
 
 class MetricsLog:

@@ -1,7 +1,14 @@
 """The optimiser: optax SGD with momentum, PyTorch-style coupled weight decay, lr schedules."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import jax
-import ml_collections
 import optax
+
+if TYPE_CHECKING:
+  # Annotations only: benchmarks import this where ml_collections is not installed.
+  import ml_collections
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
@@ -31,12 +38,13 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov)."""
-  opt = config.optimizer
-  mask = None if opt.decay_bn_and_bias else _decay_mask
+def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: bool,
+                     weight_decay: float, decay_bn_and_bias: bool) -> optax.GradientTransformation:
+  """SGD as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov).
+
+  decay_bn_and_bias=False exempts every 1-D parameter (BatchNorm scales and biases, biases).
+  """
   return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, mask=mask),
-      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
+      optax.add_decayed_weights(weight_decay, mask=None if decay_bn_and_bias else _decay_mask),
+      optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
   )

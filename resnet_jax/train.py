@@ -9,17 +9,18 @@ Randomness is a pure function of (seed, step): the data order of epoch e comes f
 fold_in(perm_key, e) and the augmentation of step s from fold_in(aug_key, s), so a resumed run
 replays exactly what an uninterrupted one would have done.
 """
+from __future__ import annotations
+
 import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -29,6 +30,10 @@ from jax.sharding import Mesh
 from resnet_jax import (augment, checkpoint, data, metrics, models, optim, parallel, tfds_source,
                         validation)
 from resnet_jax.errors import UserError
+
+if TYPE_CHECKING:
+  # Annotations only: benchmarks import this where ml_collections is not installed.
+  import ml_collections
 
 
 @flax.struct.dataclass
@@ -226,7 +231,10 @@ def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
                     f'({len(dataset.train.labels)} examples): lower --config.batch_size.')
   total = num_train_steps(config, epoch_steps)
   schedule = optim.learning_rate_schedule(config, total)
-  tx = optim.create_optimizer(config, schedule)
+  tx = optim.create_optimizer(
+      schedule, momentum=config.optimizer.momentum, nesterov=config.optimizer.nesterov,
+      weight_decay=config.optimizer.weight_decay,
+      decay_bn_and_bias=config.optimizer.decay_bn_and_bias)
   state = create_train_state(model, tx, run_keys(config.seed)[0], mesh)
   mean, std = data.CHANNEL_MEAN[config.dataset.name], data.CHANNEL_STD[config.dataset.name]
   eval_fn = make_eval_fn(model, mesh, config.eval.batch_size, mean, std)

@@ -1,8 +1,14 @@
 """Checks every config value before anything is loaded or compiled; each error names its field."""
-import ml_collections
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from resnet_jax import data, models
 from resnet_jax.errors import UserError
+
+if TYPE_CHECKING:
+  # Annotations only: benchmarks import this where ml_collections is not installed.
+  import ml_collections
 
 DTYPES = ('float32', 'bfloat16')
 SHORTCUTS = ('', 'A', 'B')

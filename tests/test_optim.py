@@ -33,7 +33,10 @@ def test_cosine_with_linear_warmup():
 
 
 def _run_sgd(config, params, grads_seq):
-  tx = optim.create_optimizer(config, optax.constant_schedule(config.optimizer.learning_rate))
+  opt = config.optimizer
+  tx = optim.create_optimizer(
+      optax.constant_schedule(opt.learning_rate), momentum=opt.momentum, nesterov=opt.nesterov,
+      weight_decay=opt.weight_decay, decay_bn_and_bias=opt.decay_bn_and_bias)
   state = tx.init(params)
   for grads in grads_seq:
     updates, state = tx.update(grads, state, params)
