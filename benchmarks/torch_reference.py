@@ -1,10 +1,10 @@
-"""PyTorch reference models, and loading flax weights into them.
+"""PyTorch reference models, their training step, and loading flax weights.
 
 The models copy the published code so parity tests and benchmarks compare
 against the real thing:
 
-* resnet20(): akamaster/pytorch_resnet_cifar10 resnet.py (He et al. 2015's
-  CIFAR net, shortcut option A, kaiming_normal_ init).
+* resnet20(), resnet56(): akamaster/pytorch_resnet_cifar10 resnet.py (He et
+  al. 2015's CIFAR nets, shortcut option A, kaiming_normal_ init).
 * resnet18(): kuangliu/pytorch-cifar models/resnet.py (ResNet-18 adapted to
   CIFAR, PyTorch's default init).
 
@@ -12,7 +12,8 @@ Both repositories name their classes BasicBlock and ResNet; the prefixes here
 tell the two apart. Attribute names are the originals', which
 resnet_jax.models mirrors, so load_flax_variables maps weights by name.
 """
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -113,6 +114,10 @@ def resnet20(num_classes: int = 10) -> AkamasterResNet:
   return AkamasterResNet(AkamasterBasicBlock, [3, 3, 3], num_classes)
 
 
+def resnet56(num_classes: int = 10) -> AkamasterResNet:
+  return AkamasterResNet(AkamasterBasicBlock, [9, 9, 9], num_classes)
+
+
 # --- kuangliu/pytorch-cifar models/resnet.py ---
 
 
@@ -210,6 +215,40 @@ class KuangliuResNet(nn.Module):
 
 def resnet18(num_classes: int = 10) -> KuangliuResNet:
   return KuangliuResNet(KuangliuBasicBlock, [2, 2, 2, 2], num_classes)
+
+
+# resnet_jax.models name -> the reference that model ports.
+MODELS: Mapping[str, Callable[..., nn.Module]] = {
+    'resnet18': resnet18,
+    'resnet20': resnet20,
+    'resnet56': resnet56,
+}
+
+
+# --- training ---
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+               images: torch.Tensor, labels: torch.Tensor,
+               autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+  """One SGD step, as resnet_jax.train.train_step takes one; returns the loss.
+
+  Args:
+    model: in training mode (BatchNorm uses and updates batch statistics).
+    optimizer: over model's parameters.
+    images: NCHW, on the model's device.
+    labels: int64 class indices.
+    autocast_dtype: e.g. torch.bfloat16 to run the forward pass under
+      torch.autocast; None runs it in the parameters' dtype.
+  """
+  optimizer.zero_grad(set_to_none=True)
+  autocast = (torch.autocast(images.device.type, dtype=autocast_dtype)
+              if autocast_dtype is not None else contextlib.nullcontext())
+  with autocast:
+    loss = F.cross_entropy(model(images), labels)
+  loss.backward()
+  optimizer.step()
+  return loss.detach()
 
 
 # --- flax -> PyTorch weights ---

@@ -67,6 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
 
+  # JAX's persistent compilation cache, so a resumed or repeated run skips compiling ('': off).
+  config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'
+  # Steps to trace with jax.profiler into workdir/profile, e.g. (100, 110): from the first chunk
+  # boundary at or after 100 to the first at or after 110. Empty: no trace.
+  config.profile_steps = ()
+
   config.eval = ml_collections.ConfigDict()
   # Batch for evaluation; must divide by the device count. The last batch is padded and masked.
   config.eval.batch_size = 500

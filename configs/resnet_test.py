@@ -19,4 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 4
   config.keep_checkpoints = 2
   config.eval.batch_size = 8
+  config.compilation_cache_dir = ''  # tests choose their own cache, never the user's
   return config

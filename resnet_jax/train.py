@@ -27,8 +27,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from resnet_jax import (augment, checkpoint, data, metrics, models, optim, parallel, tfds_source,
-                        validation)
+from resnet_jax import (augment, checkpoint, compile_cache, data, metrics, models, optim, parallel,
+                        tfds_source, validation)
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ class Setup:
   total_steps: int
   eval_fn: Any
   eval_sets: dict[str, EvalSet]
+  cache_dir: str | None  # the persistent compilation cache; None when off
 
 
 def _prepare_tfds(config: ml_collections.ConfigDict) -> None:
@@ -221,6 +222,7 @@ def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
   """Validates the config, loads the data and builds everything; mesh: default all devices."""
   mesh = mesh or parallel.make_mesh()
   validation.validate_config(config, mesh.size)
+  cache_dir = compile_cache.enable(config.compilation_cache_dir)  # before anything compiles
   model = build_model(config)  # before loading data, so a bad model setting fails at once
   _prepare_tfds(config)
   dataset = data.load(config.dataset.name, config.dataset.source, config.dataset.data_dir,
@@ -241,7 +243,8 @@ def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
   splits = {'test': dataset.test, 'validation': dataset.validation}
   eval_sets = {name: eval_set(split, config.eval.batch_size, mesh)
                for name, split in splits.items() if split is not None}
-  return Setup(mesh, dataset, model, schedule, tx, state, epoch_steps, total, eval_fn, eval_sets)
+  return Setup(mesh, dataset, model, schedule, tx, state, epoch_steps, total, eval_fn, eval_sets,
+               cache_dir)
 
 
 def _is_boundary(step: int, every: int, total: int) -> bool:
@@ -291,19 +294,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                run.mesh.size, config.batch_size)
 
   progress = metrics.Progress(run.total_steps, config.batch_size, run.epoch_steps, step)
+  profiler = metrics.StepProfiler(workdir, tuple(config.profile_steps))
   pending = []  # per-chunk metrics still on the device, fetched at the next log point
   last_saved = manager.latest_step()
   while step < run.total_steps:
     num_steps = min(config.steps_per_call, run.total_steps - step)
     first_call = step == progress.start_step
+    profiler.before_chunk(step)
     start = time.perf_counter()
     state, chunk_metrics = train_chunk(state, images, labels, num_steps)
     step += num_steps
     pending.append(chunk_metrics)
+    profiler.after_chunk(step, state)
     if first_call:
       jax.block_until_ready(state)
-      logging.info('First call (compile and %d steps) took %.1f s.', num_steps,
-                   time.perf_counter() - start)
+      hits, misses = compile_cache.counts()
+      logging.info('First call (compile and %d steps) took %.1f s; persistent compilation '
+                   'cache %s: %d hits, %d misses so far.', num_steps,
+                   time.perf_counter() - start, run.cache_dir or 'off', hits, misses)
       progress.restart(step)
 
     boundary_work = False
@@ -333,6 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       last_saved = step
     if boundary_work:
       progress.restart(step)
+  profiler.after_chunk(run.total_steps, state, force_stop=True)
   manager.wait_until_finished()
   manager.close()
   log.close()

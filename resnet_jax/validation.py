@@ -91,6 +91,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                       'happen between jitted chunks of steps_per_call steps.')
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
+  if not isinstance(config.compilation_cache_dir, str):
+    raise UserError(f'config.compilation_cache_dir={config.compilation_cache_dir!r} must be a '
+                    'folder path, or \'\' for no cache.')
+  window = list(config.profile_steps)
+  if window and (len(window) != 2 or any(isinstance(s, bool) or not isinstance(s, int)
+                                         for s in window) or not 0 <= window[0] < window[1]):
+    raise UserError(f'config.profile_steps={config.profile_steps!r} must be empty or two steps '
+                    '(start, stop) with 0 <= start < stop, e.g. "(100, 110)".')
+
   _number(config.eval.batch_size, 'eval.batch_size', minimum=1)
   if config.eval.batch_size % num_devices:
     raise UserError(f'config.eval.batch_size={config.eval.batch_size} must be divisible by the '

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -139,3 +140,17 @@ def test_tensorboard_events_hold_the_logged_scalars(trained):
       assert logged and scalars.keys() == logged.keys(), (split, name)
       for step, value in logged.items():
         assert scalars[step] == pytest.approx(value, rel=1e-6)
+
+
+def test_compilation_cache_hits_on_a_second_run_and_profile_steps_write_a_trace(
+    cifar_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')  # cache tiny programs
+  args = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+          f'--config.compilation_cache_dir={tmp_path / "cache"}', '--config.num_train_steps=4']
+  first = _launch(*args, f'--workdir={tmp_path / "a"}', '--config.profile_steps=(2, 4)')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert re.search(r'compilation cache \S+: 0 hits, [1-9]\d* misses', first.stderr)
+  assert list((tmp_path / 'a' / 'profile').rglob('*.xplane.pb'))
+  second = _launch(*args, f'--workdir={tmp_path / "b"}')
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert re.search(r'compilation cache \S+: [1-9]\d* hits, 0 misses', second.stderr)

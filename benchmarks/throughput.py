@@ -1,0 +1,499 @@
+"""Training throughput of resnet_jax against the PyTorch references, run alternately.
+
+For each model and dtype it measures, in this order each round (so drift in clocks or load hits
+every row alike):
+
+* JAX data path: the jitted chunk of train.make_train_chunk over train.train_step, on a uint8
+  dataset of random images on the device: permutation, gather, crop and flip, normalisation,
+  forward and backward, SGD. Exactly what training runs.
+* JAX pure step: the same model, loss and optimizer update on a fixed, already normalised batch
+  on the device. Data path / pure step is the input pipeline's overhead.
+* PyTorch eager (and torch.compile with --torch_compile): the reference model of
+  benchmarks/torch_reference.py in channels_last, on a fixed batch on the device; bfloat16 is
+  torch.autocast.
+
+Every row trains with SGD, lr 0.1, momentum 0.9, weight decay 5e-4 on every parameter, and mean
+cross entropy. Needs only jax, flax, optax, absl-py, numpy (orbax-checkpoint through
+resnet_jax.train) and, unless --no_torch, torch.
+
+  python benchmarks/throughput.py --models resnet20,resnet18 --batch_size 128 \\
+      --dtypes float32,bfloat16 --steps 20 --warmup 3 --rounds 2 --torch_compile --out FILE
+"""
+import argparse
+import dataclasses
+import datetime
+import functools
+import os
+import statistics
+import sys
+import time
+import traceback
+from typing import Any, Callable, Optional, Protocol
+
+if __package__ in (None, ''):
+  # Run as a script: make resnet_jax and benchmarks importable from the repository root.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# JAX and PyTorch share the GPU in this process: JAX's default, taking 75% of the GPU's memory at
+# start, would leave PyTorch too little. Must be set before JAX starts its GPU backend.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+# pylint: disable=g-import-not-at-top
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+import optax
+
+from resnet_jax import data, models, optim, parallel, train
+
+try:
+  import torch
+  from benchmarks import torch_reference
+except ImportError as e:  # --no_torch runs without PyTorch
+  torch = torch_reference = None
+  TORCH_IMPORT_ERROR = e
+# pylint: enable=g-import-not-at-top
+
+DATASET = 'cifar10'
+DTYPES = ('float32', 'bfloat16')
+LEARNING_RATE = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+
+
+class Runner(Protocol):
+  """One row's workload: a call runs one jitted call (K steps) or one PyTorch step, to the end."""
+
+  def __call__(self) -> None:
+    ...
+
+  def begin(self) -> None:
+    """Called before a round's warm-up and timed calls."""
+
+  def end(self) -> Optional[int]:
+    """Called after them; returns the row's peak memory in bytes, None where unknown."""
+
+
+@dataclasses.dataclass
+class Row:
+  """One line of the table: how to build its runner, and what it has measured so far."""
+  model: str
+  dtype: str
+  framework: str
+  variant: str
+  make: Callable[[], Runner]
+  steps_per_call: int = 1
+  may_fail: bool = False  # torch.compile: a failure becomes this row's result
+  runner: Optional[Runner] = None
+  first_call_s: Optional[float] = None
+  step_s: list[float] = dataclasses.field(default_factory=list)  # per train step, all rounds
+  peak_bytes: Optional[int] = None
+  error: Optional[str] = None
+
+  @property
+  def label(self) -> str:
+    return f'{self.framework} {self.variant}'
+
+
+# --- JAX ---
+
+
+def make_pure_step(model: nn.Module, tx: optax.GradientTransformation):
+  """jit(one SGD step on a given batch), the state donated: train.train_step less its data path.
+
+  The loss and the update are train_step's; left out are the permutation, gather, crop, flip and
+  normalisation, and every metric but the loss.
+  """
+  @functools.partial(jax.jit, donate_argnums=0)
+  def pure_step(state: train.TrainState, images: jax.Array, labels: jax.Array):
+    def loss_fn(params):
+      logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                     images, train=True, mutable=['batch_stats'])
+      return train.cross_entropy(logits, labels, 0.0).mean(), new_vars['batch_stats']
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = train.TrainState(step=state.step + 1,
+                                 params=optax.apply_updates(state.params, updates),
+                                 batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, loss
+  return pure_step
+
+
+class JaxRunner:
+  """Calls fn(state, *args) -> (state, outputs) on its own last state, blocking on the results."""
+
+  def __init__(self, fn, state: train.TrainState, *args: Any):
+    self.fn = fn
+    self.state = state
+    self.args = args
+
+  def __call__(self) -> None:
+    self.state, outputs = self.fn(self.state, *self.args)
+    jax.block_until_ready((self.state, outputs))
+
+  def begin(self) -> None:
+    pass
+
+  def end(self) -> Optional[int]:
+    # The device's peak_bytes_in_use cannot be reset, so it would carry over from earlier rows;
+    # XLA's analysis of this very program (already compiled: the lowering hits jit's cache) can't.
+    stats = self.fn.lower(self.state, *self.args).compile().memory_analysis()
+    if stats is None:
+      return None
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+            - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxInputs:
+  """What every JAX row reads, placed once: the dataset, and the pure step's fixed batch."""
+  mesh: Any
+  images: jax.Array  # (num_images, 32, 32, 3) uint8, replicated
+  labels: jax.Array
+  batch_images: jax.Array  # (batch_size, 32, 32, 3) float32, already normalised, batch-sharded
+  batch_labels: jax.Array
+
+
+def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(seed)
+  num_classes = data.NUM_CLASSES[DATASET]
+  images, labels = parallel.replicate(
+      (rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
+       rng.integers(0, num_classes, (num_images,), dtype=np.int32)), mesh)
+  batch_images, batch_labels = jax.device_put(
+      (rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32),
+       rng.integers(0, num_classes, (batch_size,), dtype=np.int32)),
+      parallel.batch_sharded(mesh))
+  return JaxInputs(mesh, images, labels, batch_images, batch_labels)
+
+
+def jax_rows(model_name: str, dtype: str, batch_size: int, steps_per_call: int,
+             inputs: JaxInputs) -> list[Row]:
+  """The data-path and pure-step rows of one model and dtype."""
+  model = models.get_model(model_name, data.NUM_CLASSES[DATASET], dtype=dtype)
+  schedule = optax.constant_schedule(LEARNING_RATE)
+  # Decay every parameter, BatchNorm's included, as torch.optim.SGD's weight_decay does.
+  tx = optim.create_optimizer(schedule, momentum=MOMENTUM, nesterov=False,
+                              weight_decay=WEIGHT_DECAY, decay_bn_and_bias=True)
+  init_key, perm_key, aug_key = train.run_keys(0)
+
+  @functools.cache
+  def initial_state() -> train.TrainState:
+    return train.create_train_state(model, tx, init_key, inputs.mesh)
+
+  def fresh_state() -> train.TrainState:
+    # Each row donates its state, so each gets a copy; initialising once saves a compilation.
+    return jax.tree.map(jnp.copy, initial_state())
+
+  def data_path() -> Runner:
+    step_fn = functools.partial(
+        train.train_step, model=model, tx=tx, schedule=schedule, perm_key=perm_key,
+        aug_key=aug_key, batch_size=batch_size,
+        epoch_steps=train.steps_per_epoch(len(inputs.labels), batch_size),
+        mean=data.CHANNEL_MEAN[DATASET], std=data.CHANNEL_STD[DATASET], label_smoothing=0.0,
+        mesh=inputs.mesh)
+    return JaxRunner(train.make_train_chunk(step_fn), fresh_state(), inputs.images,
+                     inputs.labels, steps_per_call)
+
+  def pure_step() -> Runner:
+    return JaxRunner(make_pure_step(model, tx), fresh_state(), inputs.batch_images,
+                     inputs.batch_labels)
+
+  variant = 'data path' if steps_per_call == 1 else f'data path (K={steps_per_call})'
+  return [Row(model_name, dtype, 'JAX', variant, data_path, steps_per_call=steps_per_call),
+          Row(model_name, dtype, 'JAX', 'pure step', pure_step)]
+
+
+# --- PyTorch ---
+
+
+class TorchRunner:
+  """One torch_reference.train_step per call, synchronised on a GPU."""
+
+  def __init__(self, model, images, labels, autocast_dtype):
+    self.model = model
+    self.optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
+                                     weight_decay=WEIGHT_DECAY)
+    self.images = images
+    self.labels = labels
+    self.autocast_dtype = autocast_dtype
+    self.cuda = images.is_cuda
+    self.base_bytes = 0
+
+  def __call__(self) -> None:
+    torch_reference.train_step(self.model, self.optimizer, self.images, self.labels,
+                               self.autocast_dtype)
+    if self.cuda:
+      torch.cuda.synchronize()
+
+  def _own_bytes(self) -> int:
+    """What this row keeps between steps: weights, BatchNorm statistics, gradients, momentum."""
+    params = list(self.model.parameters())
+    tensors = [*params, *self.model.buffers(), self.images, self.labels]
+    tensors += [p.grad for p in params if p.grad is not None]
+    tensors += [value for state in self.optimizer.state.values() for value in state.values()
+                if torch.is_tensor(value)]
+    return sum(t.nbytes for t in tensors)
+
+  def begin(self) -> None:
+    if self.cuda:
+      # The other rows' models stay allocated between rounds: count only what this row adds.
+      self.base_bytes = torch.cuda.memory_allocated() - self._own_bytes()
+      torch.cuda.reset_peak_memory_stats()
+
+  def end(self) -> Optional[int]:
+    if not self.cuda:
+      return None
+    peak = torch.cuda.max_memory_allocated() - self.base_bytes
+    # JAX allocates as it goes (no preallocation): give it back what PyTorch keeps cached.
+    torch.cuda.empty_cache()
+    return peak
+
+
+def torch_rows(model_name: str, dtype: str, batch_size: int, compile_model: bool) -> list[Row]:
+  """Eager (and torch.compile) rows of one model and dtype."""
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  autocast_dtype = {'float32': None, 'bfloat16': torch.bfloat16}[dtype]
+
+  def runner(compiled: bool) -> Runner:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, 32, 32, generator=generator).to(
+        device, memory_format=torch.channels_last)
+    labels = torch.randint(0, data.NUM_CLASSES[DATASET], (batch_size,),
+                           generator=generator).to(device)
+    model = torch_reference.MODELS[model_name](data.NUM_CLASSES[DATASET]).to(
+        device, memory_format=torch.channels_last)
+    return TorchRunner(torch.compile(model) if compiled else model, images, labels,
+                       autocast_dtype)
+
+  rows = [Row(model_name, dtype, 'PyTorch', 'eager', functools.partial(runner, False))]
+  if compile_model:
+    rows.append(Row(model_name, dtype, 'PyTorch', 'torch.compile',
+                    functools.partial(runner, True), may_fail=True))
+  return rows
+
+
+# --- measuring ---
+
+
+def measure(row: Row, warmup: int, steps: int) -> None:
+  """One round of a row: on the first, build it and time its first call; then warm up and time.
+
+  A row that may fail (torch.compile) records the failure as its result instead of raising.
+  """
+  if row.error:
+    return
+  try:
+    if row.runner is None:
+      row.runner = row.make()
+      start = time.perf_counter()
+      row.runner()  # compiles (JAX, torch.compile) and runs one call: the time includes that run
+      row.first_call_s = time.perf_counter() - start
+    row.runner.begin()
+    for _ in range(warmup):
+      row.runner()
+    for _ in range(steps):
+      start = time.perf_counter()
+      row.runner()
+      row.step_s.append((time.perf_counter() - start) / row.steps_per_call)
+    peak = row.runner.end()
+  except Exception as e:  # pylint: disable=broad-except
+    if not row.may_fail:
+      raise
+    traceback.print_exc()
+    message = str(e).strip().splitlines()
+    row.error = f'{type(e).__name__}: {message[0] if message else ""}'
+    row.runner = None
+    return
+  if peak is not None:
+    row.peak_bytes = max(peak, row.peak_bytes or 0)
+
+
+# --- the report ---
+
+
+def _cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return '-'
+
+
+def header(args: argparse.Namespace) -> list[str]:
+  """Where and with what the numbers were taken."""
+  device = jax.devices()[0]
+  torch_device = torch_version = 'not used (--no_torch)'
+  torch_settings = ''
+  if not args.no_torch:
+    torch_version = torch.__version__
+    if torch.cuda.is_available():
+      torch_device = torch.cuda.get_device_name()
+      torch_settings = (f'; PyTorch cudnn.benchmark={torch.backends.cudnn.benchmark}, '
+                        f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
+                        f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}')
+    else:
+      torch_device = f'cpu ({torch.get_num_threads()} threads)'
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return [
+      f'date (UTC): {now:%Y-%m-%d %H:%M:%S}',
+      f'JAX device: {device.device_kind} ({device.platform}) x{jax.device_count()}',
+      f'PyTorch device: {torch_device}',
+      f'CPU: {_cpu_model()}',
+      f'versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, '
+      f'optax {optax.__version__}, torch {torch_version}',
+      f'XLA_FLAGS: {os.environ.get("XLA_FLAGS", "(unset)")}; XLA_PYTHON_CLIENT_PREALLOCATE: '
+      f'{os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}',
+      f'settings: {args.steps} timed calls after {args.warmup} warm-up calls, each round, '
+      f'{args.rounds} round(s); JAX dataset {args.num_images} images; JAX compilation cache off'
+      f'{torch_settings}',
+  ]
+
+
+def _ms(seconds: float) -> str:
+  return f'{seconds * 1e3:.2f}'
+
+
+def table(rows: list[Row], batch_size: int) -> list[str]:
+  """A markdown table, one line per row, with the notes that say what each column means."""
+  columns = ['model', 'dtype', 'batch', 'framework / variant', 'step ms median (min-max)',
+             'img/s', '1st call s', 'peak mem', 'JAX pure / row']
+  pure_rate = {(r.model, r.dtype): batch_size / statistics.median(r.step_s)
+               for r in rows if r.label == 'JAX pure step' and r.step_s}
+  cells = []
+  for r in rows:
+    line = [r.model, r.dtype, str(batch_size), r.label]
+    if r.error:
+      line += [f'failed: {r.error}'[:100], '-', '-', '-', '-']
+    elif r.step_s:
+      rate = batch_size / statistics.median(r.step_s)
+      pure = pure_rate.get((r.model, r.dtype))
+      line += [f'{_ms(statistics.median(r.step_s))} ({_ms(min(r.step_s))}-{_ms(max(r.step_s))})',
+               f'{rate:.0f}', f'{r.first_call_s:.2f}',
+               '-' if r.peak_bytes is None else f'{r.peak_bytes / 2**20:.0f} MiB',
+               '-' if pure is None else f'{pure / rate:.2f}']
+    else:
+      continue  # not reached yet
+    cells.append(line)
+  widths = [max(len(c[i]) for c in [columns, *cells]) for i in range(len(columns))]
+
+  def fmt(line):
+    return '| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |'
+  return [
+      fmt(columns), '|' + '|'.join('-' * (w + 2) for w in widths) + '|', *map(fmt, cells), '',
+      'step ms: per train step (a data-path call of K steps counts K), over all rounds.',
+      '1st call s: the first call, i.e. compilation (JAX, torch.compile) plus that call\'s '
+      'steps; eager PyTorch: its first step.',
+      'peak mem: JAX, the compiled program\'s arguments, outputs and temporaries (XLA\'s memory '
+      'analysis; the data path\'s include the dataset); PyTorch, the CUDA peak allocated by the '
+      'row.',
+      'JAX pure / row: JAX pure-step img/s over the row\'s. On the data-path row it is the '
+      'input pipeline\'s overhead (with train_step\'s metrics); on a PyTorch row > 1 means JAX '
+      'is faster.',
+  ]
+
+
+def _write(path: Optional[str], lines: list[str]) -> None:
+  if path:
+    with open(path, 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+
+
+# --- the command ---
+
+
+def _names(value: str) -> list[str]:
+  return [name.strip() for name in value.split(',') if name.strip()]
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      description='Training throughput of resnet_jax against the PyTorch references.')
+  parser.add_argument('--models', default='resnet20',
+                      help='comma-separated resnet_jax model names; PyTorch has '
+                      'resnet18, resnet20 and resnet56')
+  parser.add_argument('--batch_size', type=int, default=128, help='global batch')
+  parser.add_argument('--dtypes', default='float32',
+                      help='comma-separated float32, bfloat16: the JAX model\'s compute dtype '
+                      '(parameters stay float32), torch.autocast for PyTorch')
+  parser.add_argument('--steps_per_call', type=int, default=1,
+                      help='train steps per jitted call of the JAX data path (K)')
+  parser.add_argument('--steps', type=int, default=20, help='timed calls per row and round')
+  parser.add_argument('--warmup', type=int, default=3,
+                      help='untimed calls per row and round, before the timed ones')
+  parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--num_images', type=int, default=50000,
+                      help='size of the JAX data path\'s dataset; each step permutes all of it, '
+                      'so the default is CIFAR-10\'s training set')
+  parser.add_argument('--torch_compile', action='store_true',
+                      help='also time a torch.compile\'d model')
+  parser.add_argument('--no_torch', action='store_true', help='JAX rows only')
+  parser.add_argument('--out', help='also write the report to this file')
+  args = parser.parse_args(argv)
+
+  args.models, args.dtypes = _names(args.models), _names(args.dtypes)
+  for flag in ('batch_size', 'steps_per_call', 'steps', 'rounds', 'num_images'):
+    if getattr(args, flag) < 1:
+      parser.error(f'--{flag} must be at least 1')
+  if args.warmup < 0:
+    parser.error('--warmup must be at least 0')
+  if args.num_images < args.batch_size:
+    parser.error('--num_images must be at least --batch_size')
+  unknown = [m for m in args.models if m not in models.MODEL_NAMES]
+  if not args.models or unknown:
+    parser.error(f'unknown --models {",".join(unknown)}; valid: {", ".join(models.MODEL_NAMES)}')
+  if not args.dtypes or any(d not in DTYPES for d in args.dtypes):
+    parser.error(f'--dtypes takes {", ".join(DTYPES)}')
+  if not args.no_torch:
+    if torch is None:
+      parser.error(f'PyTorch is not importable ({TORCH_IMPORT_ERROR}); pass --no_torch for JAX '
+                   'rows only')
+    missing = [m for m in args.models if m not in torch_reference.MODELS]
+    if missing:
+      parser.error(f'no PyTorch reference for {", ".join(missing)}; PyTorch supports '
+                   f'{", ".join(sorted(torch_reference.MODELS))} (or pass --no_torch)')
+  return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+  # A warm persistent cache would turn the compile column into a cache read.
+  jax.config.update('jax_enable_compilation_cache', False)
+  args = parse_args(argv)
+  if args.batch_size % jax.device_count():
+    sys.exit(f'--batch_size {args.batch_size} must divide by the {jax.device_count()} devices')
+  if not args.no_torch:
+    # XLA autotunes its convolutions for the fixed shapes; let cuDNN do the same.
+    torch.backends.cudnn.benchmark = True
+
+  lines = header(args)
+  print('\n'.join(lines), flush=True)
+  inputs = jax_inputs(args.batch_size, args.num_images)
+  rows = []
+  for model_name in args.models:
+    for dtype in args.dtypes:
+      # JAX then PyTorch, within each round, for every model and dtype.
+      rows += jax_rows(model_name, dtype, args.batch_size, args.steps_per_call, inputs)
+      if not args.no_torch:
+        rows += torch_rows(model_name, dtype, args.batch_size, args.torch_compile)
+  for round_index in range(args.rounds):
+    for row in rows:
+      print(f'round {round_index + 1}/{args.rounds}: {row.model} {row.dtype} {row.label}',
+            file=sys.stderr, flush=True)
+      measure(row, args.warmup, args.steps)
+      # After every row, so a run stopped part-way still leaves what it measured.
+      _write(args.out, lines + ['(partial: still running)', ''] + table(rows, args.batch_size))
+  report = lines + [''] + table(rows, args.batch_size)
+  _write(args.out, report)
+  print('\n'.join(report[len(lines):]), flush=True)
+
+
+if __name__ == '__main__':
+  main()
