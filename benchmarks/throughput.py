@@ -19,12 +19,12 @@ resnet_jax.train) and, unless --no_torch, torch.
   python benchmarks/throughput.py --models resnet20,resnet18 --batch_size 128 \\
       --dtypes float32,bfloat16 --steps 20 --warmup 3 --rounds 2 --torch_compile --out FILE
 """
+from __future__ import annotations
+
 import argparse
 import dataclasses
-import datetime
 import functools
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -39,14 +39,13 @@ if __package__ in (None, ''):
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 # pylint: disable=g-import-not-at-top
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import optax
 
+from benchmarks import report
 from resnet_jax import data, models, optim, parallel, train
 
 try:
@@ -101,32 +100,28 @@ class Row:
 # --- JAX ---
 
 
-def make_pure_step(model: nn.Module, tx: optax.GradientTransformation):
-  """jit(one SGD step on a given batch), the state donated: train.train_step less its data path.
+def make_pure_step(model: nn.Module, tx: optax.GradientTransformation
+                   ) -> Callable[..., tuple[train.TrainState, jax.Array]]:
+  """jit(train.sgd_step on a given batch), the state donated: train_step less its data path.
 
-  The loss and the update are train_step's; left out are the permutation, gather, crop, flip and
-  normalisation, and every metric but the loss.
+  Left out are the permutation, gather, crop, flip and normalisation, and the step's metrics.
   """
   @functools.partial(jax.jit, donate_argnums=0)
   def pure_step(state: train.TrainState, images: jax.Array, labels: jax.Array):
-    def loss_fn(params):
-      logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                     images, train=True, mutable=['batch_stats'])
-      return train.cross_entropy(logits, labels, 0.0).mean(), new_vars['batch_stats']
-
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = train.TrainState(step=state.step + 1,
-                                 params=optax.apply_updates(state.params, updates),
-                                 batch_stats=batch_stats, opt_state=opt_state)
+    new_state, loss, _, _ = train.sgd_step(state, images, labels, model=model, tx=tx,
+                                           label_smoothing=0.0)
     return new_state, loss
   return pure_step
 
 
 class JaxRunner:
-  """Calls fn(state, *args) -> (state, outputs) on its own last state, blocking on the results."""
+  """Calls fn(state, *args) -> (state, outputs) on its own last state, blocking on the results.
 
-  def __init__(self, fn, state: train.TrainState, *args: Any):
+  fn is jitted: its .lower() gives the memory analysis.
+  """
+
+  def __init__(self, fn: Callable[..., tuple[train.TrainState, Any]], state: train.TrainState,
+               *args: Any):
     self.fn = fn
     self.state = state
     self.args = args
@@ -159,6 +154,7 @@ class JaxInputs:
 
 
 def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
+  """Random images and labels on every device of a mesh over all of them."""
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(seed)
   num_classes = data.NUM_CLASSES[DATASET]
@@ -215,7 +211,8 @@ def jax_rows(model_name: str, dtype: str, batch_size: int, steps_per_call: int,
 class TorchRunner:
   """One torch_reference.train_step per call, synchronised on a GPU."""
 
-  def __init__(self, model, images, labels, autocast_dtype):
+  def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               autocast_dtype: Optional[torch.dtype]):
     self.model = model
     self.optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
                                      weight_decay=WEIGHT_DECAY)
@@ -314,99 +311,6 @@ def measure(row: Row, warmup: int, steps: int) -> None:
     row.peak_bytes = max(peak, row.peak_bytes or 0)
 
 
-# --- the report ---
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return '-'
-
-
-def header(args: argparse.Namespace) -> list[str]:
-  """Where and with what the numbers were taken."""
-  device = jax.devices()[0]
-  torch_device = torch_version = 'not used (--no_torch)'
-  torch_settings = ''
-  if not args.no_torch:
-    torch_version = torch.__version__
-    if torch.cuda.is_available():
-      torch_device = torch.cuda.get_device_name()
-      torch_settings = (f'; PyTorch cudnn.benchmark={torch.backends.cudnn.benchmark}, '
-                        f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
-                        f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}')
-    else:
-      torch_device = f'cpu ({torch.get_num_threads()} threads)'
-  now = datetime.datetime.now(datetime.timezone.utc)
-  return [
-      f'date (UTC): {now:%Y-%m-%d %H:%M:%S}',
-      f'JAX device: {device.device_kind} ({device.platform}) x{jax.device_count()}',
-      f'PyTorch device: {torch_device}',
-      f'CPU: {_cpu_model()}',
-      f'versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, '
-      f'optax {optax.__version__}, torch {torch_version}',
-      f'XLA_FLAGS: {os.environ.get("XLA_FLAGS", "(unset)")}; XLA_PYTHON_CLIENT_PREALLOCATE: '
-      f'{os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}',
-      f'settings: {args.steps} timed calls after {args.warmup} warm-up calls, each round, '
-      f'{args.rounds} round(s); JAX dataset {args.num_images} images; JAX compilation cache off'
-      f'{torch_settings}',
-  ]
-
-
-def _ms(seconds: float) -> str:
-  return f'{seconds * 1e3:.2f}'
-
-
-def table(rows: list[Row], batch_size: int) -> list[str]:
-  """A markdown table, one line per row, with the notes that say what each column means."""
-  columns = ['model', 'dtype', 'batch', 'framework / variant', 'step ms median (min-max)',
-             'img/s', '1st call s', 'peak mem', 'JAX pure / row']
-  pure_rate = {(r.model, r.dtype): batch_size / statistics.median(r.step_s)
-               for r in rows if r.label == 'JAX pure step' and r.step_s}
-  cells = []
-  for r in rows:
-    line = [r.model, r.dtype, str(batch_size), r.label]
-    if r.error:
-      line += [f'failed: {r.error}'[:100], '-', '-', '-', '-']
-    elif r.step_s:
-      rate = batch_size / statistics.median(r.step_s)
-      pure = pure_rate.get((r.model, r.dtype))
-      line += [f'{_ms(statistics.median(r.step_s))} ({_ms(min(r.step_s))}-{_ms(max(r.step_s))})',
-               f'{rate:.0f}', f'{r.first_call_s:.2f}',
-               '-' if r.peak_bytes is None else f'{r.peak_bytes / 2**20:.0f} MiB',
-               '-' if pure is None else f'{pure / rate:.2f}']
-    else:
-      continue  # not reached yet
-    cells.append(line)
-  widths = [max(len(c[i]) for c in [columns, *cells]) for i in range(len(columns))]
-
-  def fmt(line):
-    return '| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |'
-  return [
-      fmt(columns), '|' + '|'.join('-' * (w + 2) for w in widths) + '|', *map(fmt, cells), '',
-      'step ms: per train step (a data-path call of K steps counts K), over all rounds.',
-      '1st call s: the first call, i.e. compilation (JAX, torch.compile) plus that call\'s '
-      'steps; eager PyTorch: its first step.',
-      'peak mem: JAX, the compiled program\'s arguments, outputs and temporaries (XLA\'s memory '
-      'analysis; the data path\'s include the dataset); PyTorch, the CUDA peak allocated by the '
-      'row.',
-      'JAX pure / row: JAX pure-step img/s over the row\'s. On the data-path row it is the '
-      'input pipeline\'s overhead (with train_step\'s metrics); on a PyTorch row > 1 means JAX '
-      'is faster.',
-  ]
-
-
-def _write(path: Optional[str], lines: list[str]) -> None:
-  if path:
-    with open(path, 'w') as f:
-      f.write('\n'.join(lines) + '\n')
-
-
 # --- the command ---
 
 
@@ -473,8 +377,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     # XLA autotunes its convolutions for the fixed shapes; let cuDNN do the same.
     torch.backends.cudnn.benchmark = True
 
-  lines = header(args)
+  lines = report.header(args, torch)
   print('\n'.join(lines), flush=True)
+  running = ['(partial: still running)', '']
+  report.write(args.out, lines + running)  # now, so a bad --out fails before any compilation
   inputs = jax_inputs(args.batch_size, args.num_images)
   rows = []
   for model_name in args.models:
@@ -489,10 +395,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             file=sys.stderr, flush=True)
       measure(row, args.warmup, args.steps)
       # After every row, so a run stopped part-way still leaves what it measured.
-      _write(args.out, lines + ['(partial: still running)', ''] + table(rows, args.batch_size))
-  report = lines + [''] + table(rows, args.batch_size)
-  _write(args.out, report)
-  print('\n'.join(report[len(lines):]), flush=True)
+      report.write(args.out, lines + running + report.table(rows, args.batch_size))
+  final = lines + [''] + report.table(rows, args.batch_size)
+  report.write(args.out, final)
+  print('\n'.join(final[len(lines):]), flush=True)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 5e-4
   config.schedule.name = 'cosine'
   # 50,000 // 128 = 390 steps an epoch: log 3 times an epoch, evaluate every epoch,
-  # checkpoint every 5 epochs.
+  # checkpoint every 5 epochs. One step per call: 390 is no multiple of 4, and 4 steps a call
+  # were no faster for ResNet-18 on the CPU (benchmarks/RESULTS.md).
+  config.steps_per_call = 1
   config.log_every_steps = 130
   config.eval_every_steps = 390
   config.checkpoint_every_steps = 1950

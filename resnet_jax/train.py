@@ -98,6 +98,23 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def sgd_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model: nn.Module,
+             tx: optax.GradientTransformation, label_smoothing: float
+             ) -> tuple[TrainState, jax.Array, jax.Array, Any]:
+  """Forward, backward and update on one ready batch: (new state, loss, logits, gradients)."""
+  def loss_fn(params):
+    logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                   images, train=True, mutable=['batch_stats'])
+    loss = cross_entropy(logits, labels, label_smoothing).mean()
+    return loss, (logits, new_vars['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, loss, logits, grads
+
+
 def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                perm_key: jax.Array, aug_key: jax.Array, batch_size: int, epoch_steps: int,
@@ -117,16 +134,8 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model
   batch_images = augment.normalize(batch_images, mean, std)
   batch_labels = labels[index]
 
-  def loss_fn(params):
-    logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                   batch_images, train=True, mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch_labels, label_smoothing).mean()
-    return loss, (logits, new_vars['batch_stats'])
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = TrainState(step=step + 1, params=optax.apply_updates(state.params, updates),
-                         batch_stats=batch_stats, opt_state=opt_state)
+  new_state, loss, logits, grads = sgd_step(state, batch_images, batch_labels, model=model,
+                                            tx=tx, label_smoothing=label_smoothing)
   step_metrics = {
       'loss': loss,
       'top1': jnp.mean(jnp.argmax(logits, -1) == batch_labels),
