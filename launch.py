@@ -5,7 +5,8 @@
   python launch.py --config=configs/resnet20.py --config.batch_size=256 --workdir=/mnt/runs/r20
 
 Mistakes a user can fix (bad config values, missing data, no checkpoint) end with a one-paragraph
-message and exit status 2, without a traceback.
+message and exit status 2, without a traceback; a NaN or infinite loss with 3; a run stopped by
+SIGTERM or SIGINT, after saving a checkpoint, with 75.
 """
 import logging as std_logging
 import os
@@ -23,6 +24,7 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
 
 USER_ERROR_EXIT = 2
 NON_FINITE_EXIT = 3
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: saved and stopped on request; run the same command again
 
 
 def _fail(message: str, code: int = USER_ERROR_EXIT) -> None:
@@ -57,7 +59,7 @@ def main(argv: list[str]) -> None:
       'runs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
           flags.FLAGS['config'])))[0])
   # Imported here so --help and flag errors answer without loading JAX.
-  from resnet_jax import evaluate, train
+  from resnet_jax import evaluate, guards, train
   from resnet_jax.errors import UserError
 
   try:
@@ -69,6 +71,9 @@ def main(argv: list[str]) -> None:
     _fail(str(e))
   except FloatingPointError as e:
     _fail(str(e), NON_FINITE_EXIT)
+  except guards.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT)
   logging.info('Done: %s', os.path.abspath(workdir))
 
 

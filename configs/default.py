@@ -69,6 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 3
 
+  # Resume even though the saved config differs in a field that changes what the run computes
+  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing).
+  config.allow_config_change = False
+
   # JAX's persistent compilation cache, so a resumed or repeated run skips compiling ('': off).
   config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'
   # Steps to trace with jax.profiler into workdir/profile, e.g. (100, 110): from the first chunk

@@ -4,10 +4,13 @@ Restores always go onto the current run's shardings (an abstract target built fr
 initialised state), so a checkpoint written on one device count restores onto another.
 """
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from resnet_jax.errors import UserError
 
@@ -41,3 +44,29 @@ def restore(manager: ocp.CheckpointManager, step: int, template: Any) -> Any:
         f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset '
         '(use the config that trained it, or another --workdir) or it is damaged. '
         'Nothing was deleted.') from e
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any, workdir: str,
+                   unreadable_means_damaged: bool) -> Any | None:
+  """The newest checkpoint that restores, or None if there is none.
+
+  With unreadable_means_damaged (the saved run had this model and dataset), a checkpoint that
+  fails to restore is moved to workdir/corrupt_checkpoints/<step>-<time>, never deleted, and
+  the one before it is tried. Otherwise the failure is the user's to resolve: nothing is moved.
+  A checkpoint whose writer died mid-save is never a candidate: orbax writes into a temporary
+  folder and renames it only once complete.
+  """
+  while (step := manager.latest_step()) is not None:
+    try:
+      return restore(manager, step, template)
+    except UserError:
+      if not unreadable_means_damaged:
+        raise
+      aside = os.path.join(os.path.abspath(workdir), 'corrupt_checkpoints',
+                           f'{step}-{time.strftime("%Y%m%dT%H%M%S")}')
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), aside)
+      logging.warning('The checkpoint of step %d could not be restored; moved it to %s and '
+                      'trying the one before it.', step, aside)
+      manager.reload()
+  return None

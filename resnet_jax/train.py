@@ -27,8 +27,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from resnet_jax import (augment, checkpoint, compile_cache, data, metrics, models, optim, parallel,
-                        tfds_source, validation)
+from resnet_jax import (augment, checkpoint, compile_cache, data, guards, metrics, models, optim,
+                        parallel, tfds_source, validation)
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -273,15 +273,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: Mesh | None = None) -> TrainState:
   """Trains from scratch, or resumes from the latest checkpoint in workdir; returns the state.
 
-  mesh: the devices to train on; default all of them.
+  mesh: the devices to train on; default all of them. Raises guards.Preempted after saving
+  when SIGTERM or SIGINT asked the run to stop.
   """
   run = setup(config, mesh)
   os.makedirs(workdir, exist_ok=True)
+  # With several processes JAX's preemption notifier owns SIGTERM: install no handler there.
+  with guards.WorkdirLock(workdir), guards.StopRequest(
+      install=jax.process_count() == 1) as stop_request:
+    return _train(config, workdir, run, stop_request)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
+           stop_request: guards.StopRequest) -> TrainState:
+  saved = guards.saved_config(workdir)
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
   state = run.state
   if manager.latest_step() is not None:
-    state = checkpoint.restore(manager, manager.latest_step(), run.state)
-    logging.info('Resumed from the checkpoint of step %d.', int(state.step))
+    guards.check_config_change(saved, config)
+    restored = checkpoint.restore_latest(manager, run.state, workdir,
+                                         guards.same_structure(saved, config))
+    if restored is not None:
+      state = restored
+      logging.info('Resumed from the checkpoint of step %d.', int(state.step))
   step = int(state.step)
   is_writer = jax.process_index() == 0
   log = metrics.MetricsLog(workdir, step, active=is_writer)
@@ -324,7 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       progress.restart(step)
 
     boundary_work = False
-    if _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+    stopping = stop_request.signal_name is not None
+    if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
       _check_finite([m['finite'] for m in pending], step, last_saved, workdir)
     if _is_boundary(step, config.log_every_steps, run.total_steps):
       fetched = jax.device_get(pending)
@@ -344,10 +359,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
                      step, result['loss'], result['top1'], result['top5'], result['count'])
         log.write(step, name, {'epoch': step / run.epoch_steps, **result})
-    if _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+    if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
       boundary_work = True
       checkpoint.save(manager, step, state)
       last_saved = step
+    if stopping and step < run.total_steps:
+      manager.wait_until_finished()
+      manager.close()
+      log.close()
+      raise guards.Preempted(
+          f'Stopped by {stop_request.signal_name} after saving the checkpoint of step {step} in '
+          f'{checkpoint.checkpoint_dir(workdir)}. Run the same command to resume.')
     if boundary_work:
       progress.restart(step)
   profiler.after_chunk(run.total_steps, state, force_stop=True)

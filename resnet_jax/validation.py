@@ -91,6 +91,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
                       'happen between jitted chunks of steps_per_call steps.')
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
+  _flag(config.allow_config_change, 'allow_config_change')
   if not isinstance(config.compilation_cache_dir, str):
     raise UserError(f'config.compilation_cache_dir={config.compilation_cache_dir!r} must be a '
                     'folder path, or \'\' for no cache.')

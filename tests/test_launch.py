@@ -3,6 +3,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,11 +18,15 @@ TIMEOUT_S = 240  # a hung child fails its test instead of the CI run
 COMPILATION_CACHE = tempfile.mkdtemp(prefix='resnet_jax_test_cache_')
 
 
-def _launch(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
-  env = {**os.environ, 'JAX_NUM_CPU_DEVICES': '4', 'JAX_PLATFORMS': 'cpu',
-         'JAX_COMPILATION_CACHE_DIR': COMPILATION_CACHE}
-  return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=TIMEOUT_S)
+def _env(devices: int) -> dict[str, str]:
+  return {**os.environ, 'JAX_NUM_CPU_DEVICES': str(devices), 'JAX_PLATFORMS': 'cpu',
+          'JAX_COMPILATION_CACHE_DIR': COMPILATION_CACHE}
+
+
+def _launch(*args: str, cwd: pathlib.Path = REPO, devices: int = 4
+            ) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=cwd,
+                        env=_env(devices), capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope='module')
@@ -154,3 +159,67 @@ def test_compilation_cache_hits_on_a_second_run_and_profile_steps_write_a_trace(
   second = _launch(*args, f'--workdir={tmp_path / "b"}')
   assert second.returncode == 0, second.stderr[-3000:]
   assert re.search(r'compilation cache \S+: [1-9]\d* hits, 0 misses', second.stderr)
+
+
+@pytest.mark.parametrize('train_devices, eval_devices', [(4, 1), (1, 2)])
+def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, train_devices,
+                                                          eval_devices):
+  common = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+            f'--workdir={tmp_path}']
+  trained = _launch(*common, '--config.num_train_steps=4', devices=train_devices)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  evaluated = _launch(*common, '--mode=eval', devices=eval_devices)
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  final = [r for r in _rows(tmp_path) if r['split'] == 'test'][-1]
+  result = json.loads((tmp_path / 'eval_4.json').read_text())['test']
+  assert round(result['top1'] * 20) == round(final['top1'] * 20)
+  assert round(result['top5'] * 20) == round(final['top5'] * 20)
+  assert result['loss'] == pytest.approx(final['loss'], rel=1e-6)
+  # And training continues on the new device count.
+  resumed = _launch(*common, '--config.num_train_steps=6', devices=eval_devices)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resumed from the checkpoint of step 4' in resumed.stderr
+
+
+def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir, tmp_path):
+  command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
+             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={tmp_path}',
+             '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
+  child = subprocess.Popen(command, cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)
+  try:
+    lines = []
+    for line in child.stderr:  # wait until training is under way
+      lines.append(line)
+      if 'First call' in line:
+        break
+    child.send_signal(signal.SIGTERM)
+    rest = child.communicate(timeout=TIMEOUT_S)[1]
+  finally:
+    child.kill()
+  assert child.returncode == 75, ''.join(lines) + rest
+  saved = re.search(r'Stopped by SIGTERM after saving the checkpoint of step (\d+)', rest)
+  assert saved, rest[-3000:]
+  step = int(saved.group(1))
+  assert 0 < step < 400 and (tmp_path / 'checkpoints' / str(step)).is_dir()
+  assert 'Traceback' not in rest
+
+  resumed = subprocess.run(command + ['--config.num_train_steps=' + str(step + 4)], cwd=REPO,
+                           env=_env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resumed from the checkpoint of step {step}' in resumed.stderr
+
+
+def test_a_second_run_on_a_live_workdir_is_refused(cifar_dir, tmp_path):
+  command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
+             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={tmp_path}',
+             '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
+  live = subprocess.Popen(command, cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)
+  try:
+    for line in live.stderr:
+      if 'First call' in line:
+        break
+    second = _launch(*command[2:])
+    _assert_refused(second, 'Another run', str(live.pid))
+  finally:
+    live.kill()
+    live.communicate(timeout=TIMEOUT_S)

@@ -120,9 +120,67 @@ def test_resuming_with_another_model_is_refused_and_keeps_the_checkpoints(cifar_
   before = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir())
   config.model.shortcut = 'B'  # a different parameter tree
   config.num_train_steps = 12
+  with pytest.raises(UserError, match=r"(?s)model.shortcut: '' -> 'B'.*allow_config_change=True"):
+    train.train_and_evaluate(config, str(tmp_path))
+  # Allowed, the checkpoint cannot fit the new model: refused again, and nothing is moved.
+  config.allow_config_change = True
   with pytest.raises(UserError, match='Could not restore'):
     train.train_and_evaluate(config, str(tmp_path))
   assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == before
+  assert not (tmp_path / 'corrupt_checkpoints').exists()
+
+
+def test_fields_that_do_not_change_the_computation_may_change_on_resume(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0], num_train_steps=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  config.update(num_train_steps=8, log_every_steps=4, eval_every_steps=8, keep_checkpoints=3)
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
+
+
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0], num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2,
+                   eval_every_steps=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  # Truncate every data file of the newest checkpoint, as a full disk or a bad copy would.
+  for path in (tmp_path / 'checkpoints' / '4').rglob('*'):
+    if path.is_file() and path.stat().st_size > 100:
+      path.write_bytes(path.read_bytes()[:50])
+  config.num_train_steps = 6
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 6
+  moved = list((tmp_path / 'corrupt_checkpoints').iterdir())
+  assert len(moved) == 1 and moved[0].name.startswith('4-')
+  steps = [row['step'] for row in _rows(tmp_path, 'train')]
+  assert steps == [2, 4, 6]  # resumed at 2: the rows of the lost steps were replaced
+
+
+def test_a_half_written_checkpoint_is_never_restored(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0], num_train_steps=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  # What a process killed mid-save leaves: orbax's temporary folder, never renamed.
+  (tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp-1234').mkdir()
+  config.num_train_steps = 8
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
+
+
+def test_a_non_finite_loss_stops_the_run_and_is_never_saved(cifar_dir, tmp_path):
+  config = _config(cifar_dir[0], num_train_steps=8)
+  config.optimizer.learning_rate = 1e30
+  with pytest.raises(FloatingPointError, match=r'before step \d+.*last checkpoint is of step'):
+    train.train_and_evaluate(config, str(tmp_path))
+  manager = checkpoint.create_manager(str(tmp_path), create=False)
+  for step in manager.all_steps():
+    restored = checkpoint.restore(manager, step, train.setup(config).state)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))
+  manager.close()
+
+
+def test_a_live_runs_workdir_is_refused(cifar_dir, tmp_path):
+  from resnet_jax import guards
+  tmp_path.mkdir(exist_ok=True)
+  with guards.WorkdirLock(str(tmp_path)):
+    with pytest.raises(UserError, match='Another run'):
+      train.train_and_evaluate(_config(cifar_dir[0]), str(tmp_path))
 
 
 @pytest.mark.parametrize('field, value, message', [

@@ -1,0 +1,564 @@
+"""Kill-and-resume trials: SIGKILL launch.py mid-run, start it again, and demand the same result.
+
+Training randomness is a pure function of (seed, step) and a run resumes from its latest orbax
+checkpoint, so a run that is killed (at any moment, even while a checkpoint is being written)
+and started again must end bit for bit where an uninterrupted run ends. Each trial:
+
+1. starts `launch.py` (the tiny resnet_test net on a fake 40-image CIFAR-10 archive, 24 steps, a
+   checkpoint every 4) in a fresh workdir;
+2. SIGKILLs it, either while a checkpoint is being written (a `<step>.orbax-checkpoint-tmp*`
+   folder is polled for in workdir/checkpoints) or at a uniformly random time between the start
+   and the expected end (the duration of an uninterrupted run with a warm compilation cache);
+3. starts the same command again, optionally killing it once more, and lets the last one finish;
+4. compares with the uninterrupted reference run: every array of the final checkpoint (bytes,
+   dtype and shape), the final test eval row, every metrics.jsonl row (images_per_second, a
+   timing, aside), and that metrics.jsonl holds no (step, split) twice.
+
+Two uninterrupted runs are compared first: a difference there is not the resume's fault.
+
+  python benchmarks/kill_trials.py --trials 20 --seed 0
+
+tests/test_kill_resume.py runs three trials with these same functions.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional, Union
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if __package__ in (None, ''):
+  # Run as a script: make resnet_jax and tests (fake_cifar) importable from the repository root.
+  sys.path.insert(0, str(REPO))
+
+TOTAL_STEPS = 24
+CHECKPOINT_EVERY = 4
+CHECKPOINT_STEPS = tuple(range(CHECKPOINT_EVERY, TOTAL_STEPS + 1, CHECKPOINT_EVERY))
+# resnet_test (steps_per_call 2, keep_checkpoints 2), long enough that kills land mid-run: six
+# checkpoints, three evals. About 4-5 s a run on 2 CPU cores once the compilation cache is warm.
+TRIAL_FLAGS = ('--config=configs/resnet_test.py', f'--config.num_train_steps={TOTAL_STEPS}',
+               f'--config.checkpoint_every_steps={CHECKPOINT_EVERY}',
+               '--config.log_every_steps=2', '--config.eval_every_steps=8')
+CHILD_TIMEOUT_S = 240  # every child is bounded: a hung run fails its trial, not the caller
+POLL_S = 0.002
+TMP_MARK = '.orbax-checkpoint-tmp'
+TIMING_KEYS = ('images_per_second',)  # wall-clock measurements: differ between any two runs
+_RESUMED = re.compile(r'Resumed from the checkpoint of step (\d+)')
+_PROGRESS = re.compile(r'step +(\d+)/\d+ +loss')  # train.py's progress line at each log step
+
+
+# ------------------------------------------------------------------------------------------------
+# Running launch.py
+
+
+def write_archive(directory: Union[str, os.PathLike]) -> pathlib.Path:
+  """The fake CIFAR-10 archive the trials train on (40 learnable train images, 20 test)."""
+  from tests import fake_cifar  # pylint: disable=g-import-not-at-top
+  directory = pathlib.Path(directory)
+  fake_cifar.write_cifar10(directory, records_per_batch=8, learnable=True)
+  return directory
+
+
+def child_env(cache_dir: Union[str, os.PathLike]) -> dict[str, str]:
+  """Four CPU devices, and a shared persistent compilation cache so children start fast."""
+  return {**os.environ, 'JAX_NUM_CPU_DEVICES': '4', 'JAX_PLATFORMS': 'cpu',
+          'JAX_COMPILATION_CACHE_DIR': str(cache_dir),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+
+
+def launch_command(data_dir: Union[str, os.PathLike], workdir: Union[str, os.PathLike]
+                   ) -> list[str]:
+  return [sys.executable, str(REPO / 'launch.py'), *TRIAL_FLAGS,
+          f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}']
+
+
+class Child:
+  """One launch.py in its own process group (a kill takes all of it), stderr to a log file."""
+
+  def __init__(self, data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S):
+    self.log_path = pathlib.Path(log_path)
+    self.timeout_s = timeout_s
+    self._log = open(self.log_path, 'w')
+    self.start = time.monotonic()
+    self.proc = subprocess.Popen(launch_command(data_dir, workdir), cwd=REPO,
+                                 env=child_env(cache_dir), stdout=self._log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+
+  def elapsed(self) -> float:
+    return time.monotonic() - self.start
+
+  def alive(self) -> bool:
+    return self.proc.poll() is None
+
+  def kill(self) -> None:
+    try:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    self.proc.wait()
+    self._log.close()
+
+  def check_timeout(self) -> None:
+    if self.elapsed() > self.timeout_s:
+      self.kill()
+      raise TimeoutError(f'launch.py ran past {self.timeout_s} s; log: {self.log_path}\n'
+                         + self.log_tail())
+
+  def wait(self) -> int:
+    """Waits for the end (killing it past the timeout); returns the exit status."""
+    try:
+      self.proc.wait(timeout=max(self.timeout_s - self.elapsed(), 0.1))
+    except subprocess.TimeoutExpired:
+      self.check_timeout()
+    self._log.close()
+    return self.proc.returncode
+
+  def log_text(self) -> str:
+    return self.log_path.read_text(errors='replace')
+
+  def log_tail(self, chars: int = 3000) -> str:
+    return self.log_text()[-chars:]
+
+  def resumed_from(self) -> Optional[int]:
+    """The step this run restored, from its log; None when it started from scratch."""
+    found = _RESUMED.findall(self.log_text())
+    return int(found[0]) if found else None
+
+  def last_logged(self) -> Optional[int]:
+    """The last step this run printed a progress line for; None before its first."""
+    found = _PROGRESS.findall(self.log_text())
+    return int(found[-1]) if found else None
+
+
+def run_to_end(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
+               ) -> tuple[float, Child]:
+  """An uninterrupted run; returns (wall seconds, the child). Raises if it fails."""
+  child = Child(data_dir, workdir, cache_dir, log_path, timeout_s)
+  code = child.wait()
+  if code != 0:
+    raise RuntimeError(f'launch.py exited with {code}; log: {log_path}\n{child.log_tail()}')
+  return child.elapsed(), child
+
+
+# ------------------------------------------------------------------------------------------------
+# Killing it
+
+
+@dataclasses.dataclass(frozen=True)
+class KillAtTime:
+  """SIGKILL `seconds` after the start (drawn uniformly between start and expected end)."""
+  seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class KillDuringSave:
+  """SIGKILL while a checkpoint is being written, `delay_s` after its temporary folder appears.
+
+  Which save: of the checkpoint steps still ahead of this run (after the step it resumes from),
+  the one at fraction `which` (0 <= which < 1) of the way along.
+  """
+  which: float
+  delay_s: float = 0.0
+
+
+Kill = Union[KillAtTime, KillDuringSave]
+
+
+@dataclasses.dataclass
+class KillRecord:
+  """What a kill hit: the workdir right after the process died, and that run's own log."""
+  planned: str  # 'random' or 'save'
+  at_s: float  # seconds after the start of that run
+  killed: bool  # False: the run had already ended by itself
+  during_save: Optional[int]  # the step whose temporary checkpoint folder this run left behind
+  last_checkpoint: Optional[int]  # the latest complete checkpoint in the workdir at the kill
+  resumed_from: Optional[int]  # the step this run had restored by then (its log)
+  last_logged: Optional[int]  # the last step this run logged a train line for (its log)
+
+  def describe(self) -> str:
+    if not self.killed:
+      where = 'ended first'
+    elif self.during_save is not None:
+      where = f'saving {self.during_save}'
+    elif self.last_logged is not None:
+      where = f'after step {self.last_logged}'
+    elif self.resumed_from is not None:
+      where = f'restored {self.resumed_from}, before a step'
+    else:
+      where = 'starting up'
+    return f'{self.planned} {self.at_s:.2f}s: {where}'
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir) / 'checkpoints'
+
+
+def complete_checkpoints(workdir) -> list[int]:
+  """Step folders orbax has finalised (renamed from their temporary name)."""
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def temporary_checkpoints(workdir) -> list[str]:
+  return sorted(os.path.basename(p) for p in glob.glob(
+      os.path.join(checkpoint_dir(workdir), f'*{TMP_MARK}*')))
+
+
+def _temporary_identities(workdir) -> dict[str, tuple[int, int]]:
+  """Temporary folder -> (inode, ctime): tells a folder this run made from a stale one.
+
+  A killed save leaves `<step>.orbax-checkpoint-tmp`; the next save of that step removes it and
+  makes it anew, so the name alone does not say which run was writing it.
+  """
+  out = {}
+  for name in temporary_checkpoints(workdir):
+    try:
+      st = os.stat(checkpoint_dir(workdir) / name)
+    except FileNotFoundError:
+      continue
+    out[name] = (st.st_ino, st.st_ctime_ns)
+  return out
+
+
+def read_rows(workdir) -> list[dict[str, Any]]:
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+
+
+def save_target(workdir, which: float) -> int:
+  """The checkpoint step a KillDuringSave aims at, for a run about to start in workdir."""
+  done = complete_checkpoints(workdir)
+  ahead = [s for s in CHECKPOINT_STEPS if s > (done[-1] if done else 0)] or [TOTAL_STEPS]
+  return ahead[int(which * len(ahead))]
+
+
+def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, int]]
+               ) -> KillRecord:
+  """Carries out `kill` on a running child and records what it hit.
+
+  stale: _temporary_identities(workdir) from before the child started.
+  """
+  if isinstance(kill, KillAtTime):
+    planned = 'random'
+    while child.alive() and child.elapsed() < kill.seconds:
+      child.check_timeout()
+      time.sleep(min(POLL_S * 5, max(kill.seconds - child.elapsed(), 0)))
+  else:
+    planned = 'save'
+    target = f'{save_target(workdir, kill.which)}{TMP_MARK}'
+    while child.alive() and not any(n.startswith(target) and stale.get(n) != ident
+                                    for n, ident in _temporary_identities(workdir).items()):
+      child.check_timeout()
+      time.sleep(POLL_S)
+    if kill.delay_s:
+      time.sleep(kill.delay_s)
+  killed = child.alive()
+  at_s = child.elapsed()
+  child.kill()
+  during = [int(n.split('.')[0]) for n, ident in _temporary_identities(workdir).items()
+            if stale.get(n) != ident]
+  return KillRecord(planned=planned, at_s=at_s, killed=killed,
+                    during_save=max(during) if (killed and during) else None,
+                    last_checkpoint=(complete_checkpoints(workdir) or [None])[-1],
+                    resumed_from=child.resumed_from(), last_logged=child.last_logged())
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparing with the uninterrupted run
+
+
+def restore_final(workdir) -> tuple[int, dict[str, Any]]:
+  """(step, {path: numpy array}) of the latest checkpoint, restored on the host.
+
+  The step comes from resnet_jax.checkpoint's manager (as a resume finds it); the arrays are
+  restored as numpy, so any process can read a checkpoint saved on any number of devices.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+
+  manager = checkpoint.create_manager(str(workdir), create=False)
+  try:
+    step = manager.latest_step()
+    directory = pathlib.Path(manager.directory)
+  finally:
+    manager.close()
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  path = directory / str(step) / 'default'  # the item orbax's single-item manager writes
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path)
+  tree = getattr(getattr(tree, 'item_metadata', tree), 'tree', tree)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+  return step, {jax.tree_util.keystr(k): np.asarray(v)
+                for k, v in jax.tree_util.tree_leaves_with_path(state)}
+
+
+def duplicate_rows(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+  seen, twice = set(), []
+  for row in rows:
+    key = (row['step'], row['split'])
+    if key in seen:
+      twice.append(key)
+    seen.add(key)
+  return twice
+
+
+def _final_eval(rows):
+  tests = [r for r in rows if r['split'] == 'test']
+  return {k: tests[-1].get(k) for k in ('step', 'loss', 'top1', 'top5')} if tests else None
+
+
+def _untimed(rows):
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+@dataclasses.dataclass
+class Reference:
+  """What an uninterrupted run ends with."""
+  workdir: pathlib.Path
+  seconds: float  # wall time of the warm uninterrupted run: the expected end of a trial's run
+  step: int
+  arrays: dict[str, Any]
+  rows: list[dict[str, Any]]
+  checkpoints: list[int]
+
+
+def load_reference(workdir, seconds: float) -> Reference:
+  step, arrays = restore_final(workdir)
+  return Reference(pathlib.Path(workdir), seconds, step, arrays, read_rows(workdir),
+                   complete_checkpoints(workdir))
+
+
+@dataclasses.dataclass
+class Comparison:
+  step: Optional[int]
+  array_diffs: list[str]  # paths whose dtype, shape or bytes differ, or that one side lacks
+  final_eval_equal: bool
+  row_diffs: list[str]  # metrics.jsonl rows (timings aside) that differ from the reference's
+  duplicates: list[tuple[int, str]]
+  checkpoints: list[int]  # complete checkpoints left in the workdir
+  leftover_tmp: list[str]  # temporary checkpoint folders left in the workdir
+
+  @property
+  def identical(self) -> bool:
+    return (not self.array_diffs and self.final_eval_equal and not self.row_diffs
+            and not self.duplicates)
+
+  def problems(self) -> str:
+    out = []
+    if self.array_diffs:
+      out.append(f'{len(self.array_diffs)} arrays differ: {", ".join(self.array_diffs[:5])}')
+    if not self.final_eval_equal:
+      out.append('final test eval row differs')
+    if self.row_diffs:
+      out.append(f'metrics.jsonl rows differ: {"; ".join(self.row_diffs[:3])}')
+    if self.duplicates:
+      out.append(f'duplicate (step, split) rows: {self.duplicates}')
+    return '; '.join(out)
+
+
+def compare(workdir, reference: Reference) -> Comparison:
+  step, arrays = restore_final(workdir)
+  diffs = []
+  if step != reference.step:
+    diffs.append(f'<step {step}, reference {reference.step}>')
+  for name in sorted(set(arrays) | set(reference.arrays)):
+    a, b = arrays.get(name), reference.arrays.get(name)
+    if (a is None or b is None or a.dtype != b.dtype or a.shape != b.shape
+        or a.tobytes() != b.tobytes()):
+      diffs.append(name)
+  rows = read_rows(workdir)
+  ours, theirs = _untimed(rows), _untimed(reference.rows)
+  row_diffs = [f'{a} vs {b}' for a, b in zip(ours, theirs) if a != b]
+  if len(ours) != len(theirs):
+    row_diffs.append(f'{len(ours)} rows, reference {len(theirs)}')
+  return Comparison(step=step, array_diffs=diffs,
+                    final_eval_equal=_final_eval(rows) == _final_eval(reference.rows)
+                    and _final_eval(rows) is not None,
+                    row_diffs=row_diffs, duplicates=duplicate_rows(rows),
+                    checkpoints=complete_checkpoints(workdir),
+                    leftover_tmp=temporary_checkpoints(workdir))
+
+
+# ------------------------------------------------------------------------------------------------
+# Trials
+
+
+@dataclasses.dataclass
+class TrialResult:
+  kills: list[KillRecord]
+  resumed_from: list[Optional[int]]  # per restart: the step it restored (None: from scratch)
+  comparison: Comparison
+  seconds: float
+
+  @property
+  def identical(self) -> bool:
+    return self.comparison.identical
+
+
+def run_trial(kills: list[Kill], data_dir, trial_dir, cache_dir, reference: Reference,
+              timeout_s: float = CHILD_TIMEOUT_S) -> TrialResult:
+  """A fresh workdir under trial_dir; each kill hits one run, then a last run finishes."""
+  start = time.monotonic()
+  trial_dir = pathlib.Path(trial_dir)
+  workdir = trial_dir / 'work'
+  trial_dir.mkdir(parents=True, exist_ok=True)
+  records, resumed = [], []
+  for i, kill in enumerate(kills):
+    stale = _temporary_identities(workdir)
+    child = Child(data_dir, workdir, cache_dir, trial_dir / f'run{i}.log', timeout_s)
+    records.append(kill_child(child, workdir, kill, stale))
+    if i:
+      resumed.append(child.resumed_from())
+  child = Child(data_dir, workdir, cache_dir, trial_dir / f'run{len(kills)}.log', timeout_s)
+  code = child.wait()
+  if code != 0:
+    raise RuntimeError(f'the resumed launch.py exited with {code}; log: {child.log_path}\n'
+                       + child.log_tail())
+  resumed.append(child.resumed_from())
+  return TrialResult(records, resumed, compare(workdir, reference), time.monotonic() - start)
+
+
+def make_reference(data_dir, base_dir, cache_dir, timeout_s: float = CHILD_TIMEOUT_S
+                   ) -> Reference:
+  """Two uninterrupted runs: the first fills the compilation cache, the second is timed.
+
+  Both must end identically, or no kill trial could be: that is checked here.
+  """
+  base_dir = pathlib.Path(base_dir)
+  run_to_end(data_dir, base_dir / 'reference0', cache_dir, base_dir / 'reference0.log',
+             timeout_s)
+  seconds, _ = run_to_end(data_dir, base_dir / 'reference', cache_dir,
+                          base_dir / 'reference.log', timeout_s)
+  reference = load_reference(base_dir / 'reference', seconds)
+  again = compare(base_dir / 'reference0', reference)
+  if not again.identical:
+    raise AssertionError('two uninterrupted runs differ, so kill trials cannot be judged: '
+                         + again.problems())
+  return reference
+
+
+def plan_trials(n: int, seed: int, expected_s: float, max_kills: int = 2) -> list[list[Kill]]:
+  """Seeded kill plans: even trials first kill during a save, odd ones at a random time.
+
+  The first kills of even trials aim at the saves of steps 4, 8, 12, ... in turn (from scratch).
+
+  Each trial gets 1..max_kills kills; those after the first are each a save or random kill.
+  """
+  rng = random.Random(seed)
+
+  def draw(during_save: bool, stratum: Optional[int] = None) -> Kill:
+    if during_save:
+      which = rng.random()
+      if stratum is not None:  # spread the first save kills over all the checkpoint steps
+        which = (stratum % len(CHECKPOINT_STEPS) + which) / len(CHECKPOINT_STEPS)
+      return KillDuringSave(which=which, delay_s=rng.uniform(0, 0.05))
+    return KillAtTime(seconds=rng.uniform(0, expected_s))
+
+  plans = []
+  for i in range(n):
+    kills = [draw(i % 2 == 0, i // 2)]
+    for _ in range(rng.randint(1, max_kills) - 1):
+      kills.append(draw(rng.random() < 0.5))
+    plans.append(kills)
+  return plans
+
+
+def _fmt_resumed(resumed):
+  return ', '.join('scratch' if s is None else str(s) for s in resumed)
+
+
+def table(results: list[TrialResult]) -> str:
+  lines = ['| trial | kills (planned, time after start: what it hit) | resumed from | '
+           'arrays | final eval | rows | dups | identical |',
+           '|---|---|---|---|---|---|---|---|']
+  for i, r in enumerate(results):
+    c = r.comparison
+    lines.append(
+        f'| {i} | {"; ".join(k.describe() for k in r.kills)} | {_fmt_resumed(r.resumed_from)} | '
+        f'{"equal" if not c.array_diffs else f"{len(c.array_diffs)} differ"} | '
+        f'{"equal" if c.final_eval_equal else "differs"} | '
+        f'{"equal" if not c.row_diffs else f"{len(c.row_diffs)} differ"} | '
+        f'{len(c.duplicates)} | {"yes" if r.identical else "NO"} |')
+  return '\n'.join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--trials', type=int, default=20)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--max_kills', type=int, default=2, help='kills per trial, at most')
+  parser.add_argument('--dir', default='', help='where workdirs go (default: a temporary folder, '
+                      'deleted at the end unless --keep)')
+  parser.add_argument('--keep', action='store_true', help='keep the workdirs and logs')
+  parser.add_argument('--data_dir', default='', help='a CIFAR-10 archive (default: a fake one)')
+  parser.add_argument('--cache_dir', default='',
+                      help='the compilation cache children share (default: under --dir)')
+  parser.add_argument('--timeout', type=float, default=CHILD_TIMEOUT_S,
+                      help='seconds each launch.py may run')
+  args = parser.parse_args(argv)
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)  # orbax's read-only and metadata notes on each restore
+
+  base = pathlib.Path(args.dir or tempfile.mkdtemp(prefix='resnet_jax_kill_trials_'))
+  base.mkdir(parents=True, exist_ok=True)
+  try:
+    data_dir = args.data_dir or write_archive(base / 'cifar10')
+    cache_dir = args.cache_dir or base / 'compilation_cache'
+    reference = make_reference(data_dir, base, cache_dir, args.timeout)
+    print(f'reference: {reference.seconds:.2f} s uninterrupted, final step {reference.step}, '
+          f'{len(reference.arrays)} arrays; two uninterrupted runs identical', flush=True)
+    results = []
+    for i, kills in enumerate(plan_trials(args.trials, args.seed, reference.seconds,
+                                          args.max_kills)):
+      result = run_trial(kills, data_dir, base / f'trial{i}', cache_dir, reference, args.timeout)
+      results.append(result)
+      c = result.comparison
+      print(f'trial {i}: {"; ".join(k.describe() for k in result.kills)} -> resumed from '
+            f'{_fmt_resumed(result.resumed_from)}: '
+            f'{"identical" if result.identical else "DIFFERS: " + c.problems()} '
+            f'({result.seconds:.1f} s)', flush=True)
+      if c.leftover_tmp or c.checkpoints != reference.checkpoints:
+        print(f'  note: checkpoints left {c.checkpoints} (reference {reference.checkpoints}), '
+              f'temporary folders left {c.leftover_tmp}', flush=True)
+    print()
+    print(table(results))
+    print()
+    saves = sum(k.during_save is not None for r in results for k in r.kills)
+    kills = sum(k.killed for r in results for k in r.kills)
+    print(f'{kills} kills, {saves} of them while a checkpoint was being written')
+    identical = sum(r.identical for r in results)
+    print(f'{len(results)} trials, {identical} identical')
+    return 0 if identical == len(results) else 1
+  finally:
+    if args.keep or args.dir:
+      print(f'workdirs and logs: {base}')
+    else:
+      shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == '__main__':
+  # The comparisons restore on the host: keep this process off any accelerator.
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  sys.exit(main())

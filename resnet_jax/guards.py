@@ -1,0 +1,135 @@
+"""What keeps a run from being lost: the workdir lock, the config-change check, preemption."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from absl import logging
+
+from resnet_jax.errors import UserError
+
+if TYPE_CHECKING:
+  # Annotations only: benchmarks import this where ml_collections is not installed.
+  import ml_collections
+
+# Fields whose change alters what a resumed run computes. Everything else (run length, eval,
+# logging and checkpoint cadence, data_dir and source, caches, profiling) may change freely.
+FIELDS_THAT_MATTER = ('model.', 'dataset.name', 'dataset.validation_size', 'batch_size',
+                      'optimizer.', 'schedule.', 'seed', 'steps_per_call', 'label_smoothing')
+# Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
+# damaged rather than foreign.
+STRUCTURE_FIELDS = ('model.', 'dataset.name')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def _differences(saved: dict, config: ml_collections.ConfigDict, fields: tuple[str, ...]
+                 ) -> list[str]:
+  now = _flatten(json.loads(config.to_json_best_effort()))
+  before = _flatten(saved)
+  return [f'{key}: {before.get(key)!r} -> {now.get(key)!r}' for key in sorted(set(now) | set(before))
+          if key.startswith(fields) and before.get(key) != now.get(key)]
+
+
+def saved_config(workdir: str) -> dict | None:
+  """The config.json the run in workdir last wrote, or None."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_config_change(saved: dict | None, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume a run under a config that would compute something else."""
+  if saved is None or config.allow_config_change:
+    return
+  changed = _differences(saved, config, FIELDS_THAT_MATTER)
+  if changed:
+    raise UserError(
+        'This workdir holds a run with a different config; resuming it would mix two '
+        'experiments:\n  ' + '\n  '.join(changed) + '\nUse another --workdir, or pass '
+        '--config.allow_config_change=True to resume anyway.')
+
+
+def same_structure(saved: dict | None, config: ml_collections.ConfigDict) -> bool:
+  """Whether the saved run had this config's model and dataset (so the same checkpoint tree)."""
+  return saved is not None and not _differences(saved, config, STRUCTURE_FIELDS)
+
+
+class WorkdirLock:
+  """An exclusive flock on workdir/.lock: a second run on a live run's workdir is refused.
+
+  The kernel releases it when the holder dies, even by SIGKILL. It guards local and NFS-like
+  file systems only; a gs:// workdir cannot be locked this way.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, '.lock')
+    self._file = None
+
+  def __enter__(self) -> WorkdirLock:
+    self._file = open(self.path, 'a+')
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      self._file.seek(0)
+      holder = self._file.read().strip() or 'unknown'
+      self._file.close()
+      raise UserError(f'Another run (process {holder}) is using {os.path.dirname(self.path)}. '
+                      'Wait for it to end or stop it, or use another --workdir.') from e
+    self._file.truncate(0)
+    self._file.write(str(os.getpid()))
+    self._file.flush()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    fcntl.flock(self._file, fcntl.LOCK_UN)
+    self._file.close()
+
+
+class Preempted(Exception):
+  """The run saved a checkpoint and stopped because it was asked to (SIGTERM or SIGINT)."""
+
+
+class StopRequest:
+  """SIGTERM and SIGINT only set a flag; the loop saves at the next chunk boundary and stops.
+
+  A second SIGINT (Ctrl-C twice) stops at once, without saving. Only for single-process runs:
+  with several processes JAX's preemption notifier owns SIGTERM.
+  """
+
+  def __init__(self, install: bool = True):
+    self.signal_name = None
+    # Python handles signals in the main thread only; elsewhere leave the defaults.
+    self._install = install and threading.current_thread() is threading.main_thread()
+    self._previous = {}
+
+  def __enter__(self) -> StopRequest:
+    if self._install:
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum: int, frame) -> None:
+    if self.signal_name == 'SIGINT' and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    logging.warning('%s received: saving a checkpoint at the end of this chunk, then stopping '
+                    '(Ctrl-C again to stop at once, without saving).', self.signal_name)
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
