@@ -39,8 +39,9 @@ def _differences(saved: dict, config: ml_collections.ConfigDict, fields: tuple[s
                  ) -> list[str]:
   now = _flatten(json.loads(config.to_json_best_effort()))
   before = _flatten(saved)
-  return [f'{key}: {before.get(key)!r} -> {now.get(key)!r}' for key in sorted(set(now) | set(before))
-          if key.startswith(fields) and before.get(key) != now.get(key)]
+  keys = sorted(key for key in set(now) | set(before)
+                if key.startswith(fields) and before.get(key) != now.get(key))
+  return [f'{key}: {before.get(key)!r} -> {now.get(key)!r}' for key in keys]
 
 
 def saved_config(workdir: str) -> dict | None:

@@ -132,8 +132,8 @@ class StepProfiler:
   """A jax.profiler trace of the steps in profile_steps=(start, stop), into workdir/profile.
 
   Traces start and stop at chunk boundaries: from the first at or after `start` to the first
-  at or after `stop`. View with TensorBoard's profile plugin (pip install tensorboard-plugin-profile)
-  or xprof.
+  at or after `stop`. View with TensorBoard's profile plugin
+  (pip install tensorboard-plugin-profile) or xprof.
   """
 
   def __init__(self, workdir: str, profile_steps: tuple[int, ...]):

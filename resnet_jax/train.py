@@ -320,60 +320,62 @@ def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
   profiler = metrics.StepProfiler(workdir, tuple(config.profile_steps))
   pending = []  # per-chunk metrics still on the device, fetched at the next log point
   last_saved = manager.latest_step()
-  while step < run.total_steps:
-    num_steps = min(config.steps_per_call, run.total_steps - step)
-    first_call = step == progress.start_step
-    profiler.before_chunk(step)
-    start = time.perf_counter()
-    state, chunk_metrics = train_chunk(state, images, labels, num_steps)
-    step += num_steps
-    pending.append(chunk_metrics)
-    profiler.after_chunk(step, state)
-    if first_call:
-      jax.block_until_ready(state)
-      hits, misses = compile_cache.counts()
-      logging.info('First call (compile and %d steps) took %.1f s; persistent compilation '
-                   'cache %s: %d hits, %d misses so far.', num_steps,
-                   time.perf_counter() - start, run.cache_dir or 'off', hits, misses)
-      progress.restart(step)
+  # Whatever ends the loop (the end, a stop request, a NaN), an asynchronous save in flight is
+  # finished before the process can exit, so no complete checkpoint is ever lost.
+  try:
+    while step < run.total_steps:
+      num_steps = min(config.steps_per_call, run.total_steps - step)
+      first_call = step == progress.start_step
+      profiler.before_chunk(step)
+      start = time.perf_counter()
+      state, chunk_metrics = train_chunk(state, images, labels, num_steps)
+      step += num_steps
+      pending.append(chunk_metrics)
+      profiler.after_chunk(step, state)
+      if first_call:
+        jax.block_until_ready(state)
+        hits, misses = compile_cache.counts()
+        logging.info('First call (compile and %d steps) took %.1f s; persistent compilation '
+                     'cache %s: %d hits, %d misses so far.', num_steps,
+                     time.perf_counter() - start, run.cache_dir or 'off', hits, misses)
+        progress.restart(step)
 
-    boundary_work = False
-    stopping = stop_request.signal_name is not None
-    if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
-      _check_finite([m['finite'] for m in pending], step, last_saved, workdir)
-    if _is_boundary(step, config.log_every_steps, run.total_steps):
-      fetched = jax.device_get(pending)
-      pending = []
-      _check_finite([m['finite'] for m in fetched], step, last_saved, workdir)
-      rate = progress.images_per_second(step)
-      row = {k: float(np.mean(np.concatenate([m[k] for m in fetched]))) for k in ('loss', 'top1')}
-      row['lr'] = float(fetched[-1]['lr'][-1])
-      logging.info(progress.line(step, row['loss'], row['top1'], row['lr'], rate))
-      if rate:
-        row['images_per_second'] = rate
-      log.write(step, 'train', {'epoch': step / run.epoch_steps, **row})
-    if _is_boundary(step, config.eval_every_steps, run.total_steps):
-      boundary_work = True
-      for name, split in run.eval_sets.items():
-        result = run.eval_fn(state, split)
-        logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
-                     step, result['loss'], result['top1'], result['top5'], result['count'])
-        log.write(step, name, {'epoch': step / run.epoch_steps, **result})
-    if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
-      boundary_work = True
-      checkpoint.save(manager, step, state)
-      last_saved = step
-    if stopping and step < run.total_steps:
-      manager.wait_until_finished()
-      manager.close()
-      log.close()
-      raise guards.Preempted(
-          f'Stopped by {stop_request.signal_name} after saving the checkpoint of step {step} in '
-          f'{checkpoint.checkpoint_dir(workdir)}. Run the same command to resume.')
-    if boundary_work:
-      progress.restart(step)
-  profiler.after_chunk(run.total_steps, state, force_stop=True)
-  manager.wait_until_finished()
-  manager.close()
-  log.close()
+      boundary_work = False
+      stopping = stop_request.signal_name is not None
+      if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+        _check_finite([m['finite'] for m in pending], step, last_saved, workdir)
+      if _is_boundary(step, config.log_every_steps, run.total_steps):
+        fetched = jax.device_get(pending)
+        pending = []
+        _check_finite([m['finite'] for m in fetched], step, last_saved, workdir)
+        rate = progress.images_per_second(step)
+        row = {k: float(np.mean(np.concatenate([m[k] for m in fetched])))
+               for k in ('loss', 'top1')}
+        row['lr'] = float(fetched[-1]['lr'][-1])
+        logging.info(progress.line(step, row['loss'], row['top1'], row['lr'], rate))
+        if rate:
+          row['images_per_second'] = rate
+        log.write(step, 'train', {'epoch': step / run.epoch_steps, **row})
+      if _is_boundary(step, config.eval_every_steps, run.total_steps):
+        boundary_work = True
+        for name, split in run.eval_sets.items():
+          result = run.eval_fn(state, split)
+          logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
+                       step, result['loss'], result['top1'], result['top5'], result['count'])
+          log.write(step, name, {'epoch': step / run.epoch_steps, **result})
+      if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
+        boundary_work = True
+        checkpoint.save(manager, step, state)
+        last_saved = step
+      if stopping and step < run.total_steps:
+        raise guards.Preempted(
+            f'Stopped by {stop_request.signal_name} after saving the checkpoint of step {step} in '
+            f'{checkpoint.checkpoint_dir(workdir)}. Run the same command to resume.')
+      if boundary_work:
+        progress.restart(step)
+  finally:
+    profiler.after_chunk(step, state, force_stop=True)
+    manager.wait_until_finished()
+    manager.close()
+    log.close()
   return state
