@@ -181,17 +181,23 @@ def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, tr
   assert 'Resumed from the checkpoint of step 4' in resumed.stderr
 
 
-def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir, tmp_path):
+def _start_long_run(cifar_dir, workdir) -> tuple[list[str], subprocess.Popen, list[str]]:
+  """Starts a 400-step run and returns (command, process, stderr lines) once it is training."""
   command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
-             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={tmp_path}',
+             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={workdir}',
              '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
   child = subprocess.Popen(command, cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in child.stderr:
+    lines.append(line)
+    if 'First call' in line:
+      break
+  return command, child, lines
+
+
+def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir, tmp_path):
+  command, child, lines = _start_long_run(cifar_dir, tmp_path)
   try:
-    lines = []
-    for line in child.stderr:  # wait until training is under way
-      lines.append(line)
-      if 'First call' in line:
-        break
     child.send_signal(signal.SIGTERM)
     rest = child.communicate(timeout=TIMEOUT_S)[1]
   finally:
@@ -210,14 +216,8 @@ def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir,
 
 
 def test_a_second_run_on_a_live_workdir_is_refused(cifar_dir, tmp_path):
-  command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
-             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={tmp_path}',
-             '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
-  live = subprocess.Popen(command, cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)
+  command, live, _ = _start_long_run(cifar_dir, tmp_path)
   try:
-    for line in live.stderr:
-      if 'First call' in line:
-        break
     second = _launch(*command[2:])
     _assert_refused(second, 'Another run', str(live.pid))
   finally:
