@@ -27,10 +27,7 @@ import dataclasses
 import os
 import pathlib
 import random
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ if __package__ in (None, ''):
   sys.path.insert(0, str(REPO))
 
 # pylint: disable=g-import-not-at-top
+from benchmarks.launch_child import Child
 from benchmarks.run_results import (TMP_MARK, Comparison, Reference, checkpoint_dir, compare,
                                     complete_checkpoints, load_reference, temporary_checkpoints)
 # pylint: enable=g-import-not-at-top
@@ -56,8 +54,6 @@ TRIAL_FLAGS = ('--config=configs/resnet_test.py', f'--config.num_train_steps={TO
                '--config.log_every_steps=2', '--config.eval_every_steps=8')
 CHILD_TIMEOUT_S = 240  # every child is bounded: a hung run fails its trial, not the caller
 POLL_S = 0.002
-_RESUMED = re.compile(r'Resumed from the checkpoint of step (\d+)')
-_PROGRESS = re.compile(r'step +(\d+)/\d+ +loss')  # train.py's progress line at each log step
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,68 +81,16 @@ def launch_command(data_dir: Union[str, os.PathLike], workdir: Union[str, os.Pat
           f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}']
 
 
-class Child:
-  """One launch.py in its own process group (a kill takes all of it), stderr to a log file."""
-
-  def __init__(self, data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S):
-    self.log_path = pathlib.Path(log_path)
-    self.timeout_s = timeout_s
-    self._log = open(self.log_path, 'w')
-    self.start = time.monotonic()
-    self.proc = subprocess.Popen(launch_command(data_dir, workdir), cwd=REPO,
-                                 env=child_env(cache_dir), stdout=self._log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-
-  def elapsed(self) -> float:
-    return time.monotonic() - self.start
-
-  def alive(self) -> bool:
-    return self.proc.poll() is None
-
-  def kill(self) -> None:
-    try:
-      os.killpg(self.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    self.proc.wait()
-    self._log.close()
-
-  def check_timeout(self) -> None:
-    if self.elapsed() > self.timeout_s:
-      self.kill()
-      raise TimeoutError(f'launch.py ran past {self.timeout_s} s; log: {self.log_path}\n'
-                         + self.log_tail())
-
-  def wait(self) -> int:
-    """Waits for the end (killing it past the timeout); returns the exit status."""
-    try:
-      self.proc.wait(timeout=max(self.timeout_s - self.elapsed(), 0.1))
-    except subprocess.TimeoutExpired:
-      self.check_timeout()
-    self._log.close()
-    return self.proc.returncode
-
-  def log_text(self) -> str:
-    return self.log_path.read_text(errors='replace')
-
-  def log_tail(self, chars: int = 3000) -> str:
-    return self.log_text()[-chars:]
-
-  def resumed_from(self) -> Optional[int]:
-    """The step this run restored, from its log; None when it started from scratch."""
-    found = _RESUMED.findall(self.log_text())
-    return int(found[0]) if found else None
-
-  def last_logged(self) -> Optional[int]:
-    """The last step this run printed a progress line for; None before its first."""
-    found = _PROGRESS.findall(self.log_text())
-    return int(found[-1]) if found else None
+def start_run(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
+              ) -> Child:
+  """The trial command in workdir, as a killable child logging to log_path."""
+  return Child(launch_command(data_dir, workdir), child_env(cache_dir), log_path, timeout_s)
 
 
 def run_to_end(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
                ) -> tuple[float, Child]:
   """An uninterrupted run; returns (wall seconds, the child). Raises if it fails."""
-  child = Child(data_dir, workdir, cache_dir, log_path, timeout_s)
+  child = start_run(data_dir, workdir, cache_dir, log_path, timeout_s)
   code = child.wait()
   if code != 0:
     raise RuntimeError(f'launch.py exited with {code}; log: {log_path}\n{child.log_tail()}')
@@ -282,11 +226,11 @@ def run_trial(kills: list[Kill], data_dir, trial_dir, cache_dir, reference: Refe
   records, resumed = [], []
   for i, kill in enumerate(kills):
     stale = _temporary_identities(workdir)
-    child = Child(data_dir, workdir, cache_dir, trial_dir / f'run{i}.log', timeout_s)
+    child = start_run(data_dir, workdir, cache_dir, trial_dir / f'run{i}.log', timeout_s)
     records.append(kill_child(child, workdir, kill, stale))
     if i:
       resumed.append(child.resumed_from())
-  child = Child(data_dir, workdir, cache_dir, trial_dir / f'run{len(kills)}.log', timeout_s)
+  child = start_run(data_dir, workdir, cache_dir, trial_dir / f'run{len(kills)}.log', timeout_s)
   code = child.wait()
   if code != 0:
     raise RuntimeError(f'the resumed launch.py exited with {code}; log: {child.log_path}\n'

@@ -26,9 +26,7 @@ import dataclasses
 import functools
 import os
 import sys
-import time
-import traceback
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 if __package__ in (None, ''):
   # Run as a script: make resnet_jax and benchmarks importable from the repository root.
@@ -46,6 +44,7 @@ import numpy as np
 import optax
 
 from benchmarks import report
+from benchmarks.rows import Row, Runner, measure
 from resnet_jax import data, models, optim, parallel, train
 
 try:
@@ -61,40 +60,6 @@ DTYPES = ('float32', 'bfloat16')
 LEARNING_RATE = 0.1
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-
-
-class Runner(Protocol):
-  """One row's workload: a call runs one jitted call (K steps) or one PyTorch step, to the end."""
-
-  def __call__(self) -> None:
-    ...
-
-  def begin(self) -> None:
-    """Called before a round's warm-up and timed calls."""
-
-  def end(self) -> Optional[int]:
-    """Called after them; returns the row's peak memory in bytes, None where unknown."""
-
-
-@dataclasses.dataclass
-class Row:
-  """One line of the table: how to build its runner, and what it has measured so far."""
-  model: str
-  dtype: str
-  framework: str
-  variant: str
-  make: Callable[[], Runner]
-  steps_per_call: int = 1
-  may_fail: bool = False  # torch.compile: a failure becomes this row's result
-  runner: Optional[Runner] = None
-  first_call_s: Optional[float] = None
-  step_s: list[float] = dataclasses.field(default_factory=list)  # per train step, all rounds
-  peak_bytes: Optional[int] = None
-  error: Optional[str] = None
-
-  @property
-  def label(self) -> str:
-    return f'{self.framework} {self.variant}'
 
 
 # --- JAX ---
@@ -273,42 +238,6 @@ def torch_rows(model_name: str, dtype: str, batch_size: int, compile_model: bool
     rows.append(Row(model_name, dtype, 'PyTorch', 'torch.compile',
                     functools.partial(runner, True), may_fail=True))
   return rows
-
-
-# --- measuring ---
-
-
-def measure(row: Row, warmup: int, steps: int) -> None:
-  """One round of a row: on the first, build it and time its first call; then warm up and time.
-
-  A row that may fail (torch.compile) records the failure as its result instead of raising.
-  """
-  if row.error:
-    return
-  try:
-    if row.runner is None:
-      row.runner = row.make()
-      start = time.perf_counter()
-      row.runner()  # compiles (JAX, torch.compile) and runs one call: the time includes that run
-      row.first_call_s = time.perf_counter() - start
-    row.runner.begin()
-    for _ in range(warmup):
-      row.runner()
-    for _ in range(steps):
-      start = time.perf_counter()
-      row.runner()
-      row.step_s.append((time.perf_counter() - start) / row.steps_per_call)
-    peak = row.runner.end()
-  except Exception as e:  # pylint: disable=broad-except
-    if not row.may_fail:
-      raise
-    traceback.print_exc()
-    message = str(e).strip().splitlines()
-    row.error = f'{type(e).__name__}: {message[0] if message else ""}'
-    row.runner = None
-    return
-  if peak is not None:
-    row.peak_bytes = max(peak, row.peak_bytes or 0)
 
 
 # --- the command ---
