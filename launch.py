@@ -4,6 +4,10 @@
   python launch.py --config=configs/resnet18.py --mode=eval
   python launch.py --config=configs/resnet20.py --config.batch_size=256 --workdir=/mnt/runs/r20
 
+Several hosts: run the same command on every host (README, "Scaling out"); JAX's runtime joins
+them when SLURM, Open MPI or a Cloud TPU pod slice announces the processes, or when given
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I.
+
 Mistakes a user can fix (bad config values, missing data, no checkpoint) end with a one-paragraph
 message and exit status 2, without a traceback; a NaN or infinite loss with 3; a run stopped by
 SIGTERM or SIGINT, after saving a checkpoint, with 75.
@@ -21,6 +25,16 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Checkpoints, metrics and logs. Default: runs/<config file name>.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                           'train: train or resume; eval: evaluate a checkpoint of the workdir.')
+
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'auto: join several processes when the platform announces them (SLURM, Open MPI, Cloud TPU '
+    'under GKE) or the three flags below are given; on: always (JAX detects what is not given); '
+    'off: one process.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   "Process 0's host:port, reachable from every process.")
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'How many processes take part.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index, 0 to N-1.")
 
 USER_ERROR_EXIT = 2
 NON_FINITE_EXIT = 3
@@ -58,11 +72,19 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or os.path.join(
       'runs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
           flags.FLAGS['config'])))[0])
+  if '://' in workdir:
+    _fail(f'--workdir={workdir}: a URL cannot be a workdir. Mount the bucket on every host (e.g. '
+          'with gcsfuse) and pass the mounted path.')
   # Imported here so --help and flag errors answer without loading JAX.
-  from resnet_jax import evaluate, guards, train
+  from resnet_jax import distributed, evaluate, guards, train
   from resnet_jax.errors import UserError
 
   try:
+    # Before anything touches a device: JAX's backends must see every process.
+    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+    if not distributed.is_writer():
+      logging.set_verbosity(logging.WARNING)  # process 0 tells the story; the rest only warn
     if _MODE.value == 'train':
       train.train_and_evaluate(_CONFIG.value, workdir)
     else:

@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.shortcut = ''
   # Start each residual block as the identity by zero-initialising its last BN scale.
   config.model.zero_init_residual = False
+  # BatchNorm statistics in training: 0 over the whole global batch, across all devices and
+  # hosts (what jit over a Mesh computes); n > 0 over groups of n examples ("ghost" BN). Set n
+  # to the per-device batch for PyTorch DistributedDataParallel's per-GPU statistics.
+  config.model.bn_group_size = 0
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'cifar10'  # 'cifar10' or 'cifar100'
@@ -72,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Resume even though the saved config differs in a field that changes what the run computes
   # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing).
   config.allow_config_change = False
+
+  # Several processes: how long each waits to see the probe file process 0 writes in the
+  # workdir before refusing a workdir that is not shared (NFS can show new files late).
+  config.shared_workdir_timeout_s = 60.0
 
   # JAX's persistent compilation cache, so a resumed or repeated run skips compiling ('': off).
   config.compilation_cache_dir = '~/.cache/resnet_jax/jax_compilation_cache'

@@ -12,6 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from resnet_jax import distributed
 from resnet_jax.errors import UserError
 
 
@@ -51,22 +52,31 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, workdir: str,
   """The newest checkpoint that restores, or None if there is none.
 
   With unreadable_means_damaged (the saved run had this model and dataset), a checkpoint that
-  fails to restore is moved to workdir/corrupt_checkpoints/<step>-<time>, never deleted, and
-  the one before it is tried. Otherwise the failure is the user's to resolve: nothing is moved.
+  fails to restore (on any process) is moved to workdir/corrupt_checkpoints/<step>-<time> by
+  process 0, never deleted, and the one before it is tried. Otherwise the failure is the user's to resolve: nothing is moved.
   A checkpoint whose writer died mid-save is never a candidate: orbax writes into a temporary
   folder and renames it only once complete.
   """
   while (step := manager.latest_step()) is not None:
     try:
-      return restore(manager, step, template)
-    except UserError:
-      if not unreadable_means_damaged:
-        raise
+      restored, error = restore(manager, step, template), None
+    except UserError as e:
+      restored, error = None, e
+    # Every process must take the same branch, or one would wait for the others forever.
+    failed = distributed.failed_processes(error is None)
+    if not failed:
+      return restored
+    error = error or UserError(f'The checkpoint of step {step} in {manager.directory} could not '
+                               f'be restored on process(es) {failed}; see their messages.')
+    if not unreadable_means_damaged:
+      raise error
+    if distributed.is_writer():
       aside = os.path.join(os.path.abspath(workdir), 'corrupt_checkpoints',
                            f'{step}-{time.strftime("%Y%m%dT%H%M%S")}')
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), aside)
       logging.warning('The checkpoint of step %d could not be restored; moved it to %s and '
                       'trying the one before it.', step, aside)
-      manager.reload()
+    distributed.wait_for_all(f'checkpoint {step} moved aside')
+    manager.reload()
   return None

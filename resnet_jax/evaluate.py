@@ -5,7 +5,7 @@ import os
 import ml_collections
 from absl import logging
 
-from resnet_jax import checkpoint, train
+from resnet_jax import checkpoint, distributed, train
 from resnet_jax.errors import UserError
 
 
@@ -30,9 +30,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name, step,
                  results[name]['loss'], results[name]['top1'], results[name]['top5'],
                  results[name]['count'])
-  path = os.path.join(workdir, f'eval_{step}.json')
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=2)
-    f.write('\n')
-  logging.info('Wrote %s.', path)
+  if distributed.is_writer():
+    path = os.path.join(workdir, f'eval_{step}.json')
+    with open(path, 'w') as f:
+      json.dump(results, f, indent=2)
+      f.write('\n')
+    logging.info('Wrote %s.', path)
   return results

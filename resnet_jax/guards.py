@@ -8,8 +8,11 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+import jax
 from absl import logging
+from jax.experimental import multihost_utils
 
+from resnet_jax import distributed
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -74,7 +77,8 @@ class WorkdirLock:
   """An exclusive flock on workdir/.lock: a second run on a live run's workdir is refused.
 
   The kernel releases it when the holder dies, even by SIGKILL. It guards local and NFS-like
-  file systems only; a gs:// workdir cannot be locked this way.
+  file systems only; a gs:// workdir cannot be locked this way. With several processes, process
+  0 takes it for the run and every process learns whether it could.
   """
 
   def __init__(self, workdir: str):
@@ -82,23 +86,34 @@ class WorkdirLock:
     self._file = None
 
   def __enter__(self) -> WorkdirLock:
+    refusal = self._take() if distributed.is_writer() else None
+    if not distributed.process_zero_value(refusal is None):
+      raise UserError(refusal or f'Another run is using {os.path.dirname(self.path)}: process 0 '
+                      'could not lock it (its message names the holder). Wait for that run to '
+                      'end or stop it, or use another --workdir.')
+    return self
+
+  def _take(self) -> str | None:
+    """Locks and writes our pid; or returns why not."""
     self._file = open(self.path, 'a+')
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
+    except BlockingIOError:
       self._file.seek(0)
       holder = self._file.read().strip() or 'unknown'
       self._file.close()
-      raise UserError(f'Another run (process {holder}) is using {os.path.dirname(self.path)}. '
-                      'Wait for it to end or stop it, or use another --workdir.') from e
+      self._file = None
+      return (f'Another run (process {holder}) is using {os.path.dirname(self.path)}. '
+              'Wait for it to end or stop it, or use another --workdir.')
     self._file.truncate(0)
     self._file.write(str(os.getpid()))
     self._file.flush()
-    return self
+    return None
 
   def __exit__(self, *exc) -> None:
-    fcntl.flock(self._file, fcntl.LOCK_UN)
-    self._file.close()
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
 
 
 class Preempted(Exception):
@@ -106,17 +121,22 @@ class Preempted(Exception):
 
 
 class StopRequest:
-  """SIGTERM and SIGINT only set a flag; the loop saves at the next chunk boundary and stops.
+  """A request to save at the next chunk boundary and stop, as every process agrees on it.
 
-  A second SIGINT (Ctrl-C twice) stops at once, without saving. Only for single-process runs:
-  with several processes JAX's preemption notifier owns SIGTERM.
+  One process: SIGTERM and SIGINT only set a flag (a second SIGINT, Ctrl-C twice, stops at
+  once, without saving). Several processes: no Python handler, since JAX's preemption notifier
+  owns SIGTERM; a notice reaching any process is agreed on through JAX's preemption sync point,
+  so every process saves the same step.
   """
 
-  def __init__(self, install: bool = True):
+  def __init__(self):
     self.signal_name = None
+    self._multi_process = jax.process_count() > 1
     # Python handles signals in the main thread only; elsewhere leave the defaults.
-    self._install = install and threading.current_thread() is threading.main_thread()
+    self._install = (not self._multi_process
+                     and threading.current_thread() is threading.main_thread())
     self._previous = {}
+    self._chunks = 0
 
   def __enter__(self) -> StopRequest:
     if self._install:
@@ -130,6 +150,13 @@ class StopRequest:
     self.signal_name = signal.Signals(signum).name
     logging.warning('%s received: saving a checkpoint at the end of this chunk, then stopping '
                     '(Ctrl-C again to stop at once, without saving).', self.signal_name)
+
+  def after_chunk(self) -> bool:
+    """Called once after every chunk, on every process: whether to save and stop now."""
+    self._chunks += 1
+    if self._multi_process and multihost_utils.reached_preemption_sync_point(self._chunks):
+      self.signal_name = 'a preemption notice (SIGTERM) to one of the processes'
+    return self.signal_name is not None
 
   def __exit__(self, *exc) -> None:
     for signum, handler in self._previous.items():

@@ -53,6 +53,49 @@ def _torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
   return init
 
 
+class GhostBatchNorm(nn.Module):
+  """BatchNorm whose training statistics come from groups of `group_size` examples.
+
+  The variables are nn.BatchNorm's (params scale and bias, batch_stats mean and var), so
+  checkpoints move between the two. Each group is normalised by its own mean and biased
+  variance; the running averages move towards the mean over the groups of their statistics.
+  When a group is exactly one device's share of the batch, no statistic crosses devices.
+  """
+  group_size: int
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  scale_init: Callable[..., jax.Array] = nn.initializers.ones
+  bias_init: Callable[..., jax.Array] = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', self.scale_init, (features,), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (features,), self.param_dtype)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    x32 = x.astype(jnp.float32)  # statistics in float32 whatever the compute dtype, as flax's
+    if self.use_running_average:
+      y = (x32 - running_mean.value) * jax.lax.rsqrt(running_var.value + self.epsilon)
+    else:
+      if x.shape[0] % self.group_size:
+        raise UserError(f'a batch of {x.shape[0]} does not split into BatchNorm groups of '
+                        f'{self.group_size}; make bn_group_size divide the batch size')
+      groups = x32.reshape(x.shape[0] // self.group_size, self.group_size, *x.shape[1:])
+      axes = tuple(range(1, groups.ndim - 1))
+      mean = groups.mean(axes, keepdims=True)
+      var = jnp.square(groups - mean).mean(axes, keepdims=True)
+      y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+      if not self.is_initializing():
+        for stat, value in ((running_mean, mean), (running_var, var)):
+          stat.value = (self.momentum * stat.value
+                        + (1 - self.momentum) * value.reshape(-1, features).mean(0))
+    return (y * scale + bias).astype(self.dtype)
+
+
 def _shortcut(x: jax.Array, filters: int, strides: int, kind: str,
               conv: ModuleDef, norm: ModuleDef) -> jax.Array:
   """The identity, or what replaces it where the block changes the shape."""
@@ -132,15 +175,19 @@ class ResNet(nn.Module):
   shortcut: Optional[str] = 'B'
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  bn_group_size: int = 0  # 0: BatchNorm statistics over the whole batch
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = functools.partial(nn.Conv, use_bias=False,
                              kernel_init=self.kernel_init, dtype=self.dtype,
                              param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5,
-                             use_fast_variance=False, dtype=self.dtype,
+    if self.bn_group_size:
+      norm = functools.partial(GhostBatchNorm, self.bn_group_size)
+    else:
+      norm = functools.partial(nn.BatchNorm, use_fast_variance=False)
+    norm = functools.partial(norm, use_running_average=not train,
+                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
                              param_dtype=jnp.float32)
     x = conv(self.stage_filters[0], (3, 3), padding=_PAD_3X3, name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
@@ -184,7 +231,7 @@ _REGISTRY = {
 MODEL_NAMES = tuple(sorted(_REGISTRY))
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-_OVERRIDES = ('dtype', 'shortcut', 'zero_init_residual')
+_OVERRIDES = ('dtype', 'shortcut', 'zero_init_residual', 'bn_group_size')
 
 
 def _parse_dtype(value: Any) -> Any:
@@ -219,7 +266,8 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
     **overrides: dtype ('float32', 'bfloat16' or a jnp dtype; the computation
       dtype, parameters stay float32), shortcut ('A' or 'B', only for the
       paper's CIFAR nets) and zero_init_residual (bool: zero the scale of
-      each block's last BatchNorm).
+      each block's last BatchNorm) and bn_group_size (int >= 0: BatchNorm
+      statistics over groups of that many examples; 0, the whole batch).
 
   Returns:
     An unbound module; call it as model.apply(variables, images, train=...).
@@ -248,4 +296,9 @@ def get_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
       raise UserError('zero_init_residual must be true or false, got '
                       f'{overrides["zero_init_residual"]!r}')
     kwargs['zero_init_residual'] = overrides['zero_init_residual']
+  if 'bn_group_size' in overrides:
+    group = overrides['bn_group_size']
+    if isinstance(group, bool) or not isinstance(group, int) or group < 0:
+      raise UserError(f'bn_group_size must be an integer >= 0, got {group!r}')
+    kwargs['bn_group_size'] = group
   return _REGISTRY[name](num_classes=num_classes, **kwargs)

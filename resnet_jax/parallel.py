@@ -21,5 +21,11 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places host arrays (or a pytree of them) on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places host arrays (or a pytree of them) on every device of the mesh, of every process.
+
+  Each process contributes its own copy, which must be the same everywhere: every process loads
+  the same dataset, so none has to receive it over the network.
+  """
+  sharding = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)

@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from resnet_jax import (augment, checkpoint, compile_cache, data, guards, metrics, models, optim,
-                        parallel, tfds_source, validation)
+from resnet_jax import (augment, checkpoint, compile_cache, data, distributed, guards, metrics,
+                        models, optim, parallel, tfds_source, validation)
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -53,7 +52,8 @@ class EvalSet:
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  overrides = {'dtype': config.model.dtype, 'zero_init_residual': config.model.zero_init_residual}
+  overrides = {'dtype': config.model.dtype, 'zero_init_residual': config.model.zero_init_residual,
+               'bn_group_size': config.model.bn_group_size}
   if config.model.shortcut:  # '' keeps the model's published shortcut
     overrides['shortcut'] = config.model.shortcut
   return models.get_model(config.model.name, data.NUM_CLASSES[config.dataset.name], **overrides)
@@ -221,21 +221,29 @@ def _prepare_tfds(config: ml_collections.ConfigDict) -> None:
   """Process 0 prepares a tfds dataset once; the other processes wait for it, then read."""
   if config.dataset.source != 'tfds':
     return
-  if jax.process_index() == 0:
+  if distributed.is_writer():
     tfds_source.prepare(config.dataset.name, config.dataset.data_dir)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('tfds dataset prepared')
+  distributed.wait_for_all('tfds dataset prepared')
 
 
-def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Setup:
-  """Validates the config, loads the data and builds everything; mesh: default all devices."""
+def load_dataset(config: ml_collections.ConfigDict) -> data.CifarData:
+  """The config's dataset on the host, prepared first if it comes from tfds."""
+  _prepare_tfds(config)
+  return data.load(config.dataset.name, config.dataset.source, config.dataset.data_dir,
+                   config.dataset.validation_size)
+
+
+def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+          dataset: data.CifarData | None = None) -> Setup:
+  """Validates the config and builds everything training and evaluation need.
+
+  mesh: default all devices. dataset: default load_dataset(config).
+  """
   mesh = mesh or parallel.make_mesh()
   validation.validate_config(config, mesh.size)
   cache_dir = compile_cache.enable(config.compilation_cache_dir)  # before anything compiles
   model = build_model(config)  # before loading data, so a bad model setting fails at once
-  _prepare_tfds(config)
-  dataset = data.load(config.dataset.name, config.dataset.source, config.dataset.data_dir,
-                      config.dataset.validation_size)
+  dataset = dataset or load_dataset(config)
   epoch_steps = steps_per_epoch(len(dataset.train.labels), config.batch_size)
   if epoch_steps == 0:
     raise UserError(f'batch_size={config.batch_size} is larger than the training set '
@@ -276,12 +284,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh: the devices to train on; default all of them. Raises guards.Preempted after saving
   when SIGTERM or SIGINT asked the run to stop.
   """
-  run = setup(config, mesh)
-  os.makedirs(workdir, exist_ok=True)
-  # With several processes JAX's preemption notifier owns SIGTERM: install no handler there.
-  with guards.WorkdirLock(workdir), guards.StopRequest(
-      install=jax.process_count() == 1) as stop_request:
-    return _train(config, workdir, run, stop_request)
+  mesh = mesh or parallel.make_mesh()
+  # Refusals that need no compilation come first (bad values, missing data, an unshared or
+  # busy workdir), and the workdir is only made once the config and data are sound.
+  validation.validate_config(config, mesh.size)
+  build_model(config)
+  dataset = load_dataset(config)
+  if distributed.is_writer():
+    os.makedirs(workdir, exist_ok=True)
+  distributed.check_shared_workdir(workdir, config.shared_workdir_timeout_s)
+  with guards.WorkdirLock(workdir), guards.StopRequest() as stop_request:
+    return _train(config, workdir, setup(config, mesh, dataset), stop_request)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
@@ -297,9 +310,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
       state = restored
       logging.info('Resumed from the checkpoint of step %d.', int(state.step))
   step = int(state.step)
-  is_writer = jax.process_index() == 0
-  log = metrics.MetricsLog(workdir, step, active=is_writer)
-  if is_writer:
+  log = metrics.MetricsLog(workdir, step, active=distributed.is_writer())
+  if distributed.is_writer():
     metrics.write_config(workdir, config)
     metrics.write_provenance(workdir)
 
@@ -341,7 +353,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
         progress.restart(step)
 
       boundary_work = False
-      stopping = stop_request.signal_name is not None
+      stopping = stop_request.after_chunk()
       if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
         _check_finite([m['finite'] for m in pending], step, last_saved, workdir)
       if _is_boundary(step, config.log_every_steps, run.total_steps):

@@ -43,6 +43,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   _choice(config.model.dtype, 'model.dtype', DTYPES)
   _choice(config.model.shortcut, 'model.shortcut', SHORTCUTS)
   _flag(config.model.zero_init_residual, 'model.zero_init_residual')
+  _number(config.model.bn_group_size, 'model.bn_group_size', minimum=0)
 
   _choice(config.dataset.name, 'dataset.name', data.DATASET_NAMES)
   _choice(config.dataset.source, 'dataset.source', data.SOURCES)
@@ -52,6 +53,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   if config.batch_size % num_devices:
     raise UserError(f'config.batch_size={config.batch_size} must be divisible by the number of '
                     f'devices ({num_devices}): each device takes an equal share of the batch.')
+  group = config.model.bn_group_size
+  if group and config.batch_size % group:
+    raise UserError(f'config.model.bn_group_size={group} must divide batch_size='
+                    f'{config.batch_size}: BatchNorm takes its statistics over groups of that '
+                    'many examples (0: over the whole batch).')
   _number(config.num_epochs, 'num_epochs', minimum=1)
   _number(config.num_train_steps, 'num_train_steps', minimum=-1)
   if config.num_train_steps == 0:
@@ -92,6 +98,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
   _flag(config.allow_config_change, 'allow_config_change')
+  _number(config.shared_workdir_timeout_s, 'shared_workdir_timeout_s', kind=(int, float),
+          minimum=0)
   if not isinstance(config.compilation_cache_dir, str):
     raise UserError(f'config.compilation_cache_dir={config.compilation_cache_dir!r} must be a '
                     'folder path, or \'\' for no cache.')

@@ -1,32 +1,14 @@
 """launch.py end to end, as a user runs it: train, eval, and the errors for bad input."""
 import json
-import os
-import pathlib
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from tests import fake_cifar
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TIMEOUT_S = 240  # a hung child fails its test instead of the CI run
-# One persistent compilation cache for every child: each compiles the same tiny programs.
-COMPILATION_CACHE = tempfile.mkdtemp(prefix='resnet_jax_test_cache_')
-
-
-def _env(devices: int) -> dict[str, str]:
-  return {**os.environ, 'JAX_NUM_CPU_DEVICES': str(devices), 'JAX_PLATFORMS': 'cpu',
-          'JAX_COMPILATION_CACHE_DIR': COMPILATION_CACHE}
-
-
-def _launch(*args: str, cwd: pathlib.Path = REPO, devices: int = 4
-            ) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=cwd,
-                        env=_env(devices), capture_output=True, text=True, timeout=TIMEOUT_S)
+from tests.launching import REPO, TIMEOUT_S, env, launch
 
 
 @pytest.fixture(scope='module')
@@ -39,8 +21,8 @@ def cifar_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained(cifar_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
-  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                   f'--workdir={workdir}')
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result
 
@@ -63,8 +45,8 @@ def test_train_writes_the_run_records(trained):
 
 def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
   workdir, _ = trained
-  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                   f'--workdir={workdir}', '--mode=eval')
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  f'--workdir={workdir}', '--mode=eval')
   assert result.returncode == 0, result.stderr[-3000:]
   evaluated = json.loads((workdir / 'eval_8.json').read_text())
   final = [r for r in _rows(workdir) if r['split'] == 'test'][-1]
@@ -75,9 +57,9 @@ def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
 
 
 def test_workdir_defaults_to_runs_and_the_config_name(cifar_dir, tmp_path):
-  result = _launch(f'--config={REPO}/configs/resnet_test.py',
-                   f'--config.dataset.data_dir={cifar_dir}', '--config.num_train_steps=2',
-                   cwd=tmp_path)
+  result = launch(f'--config={REPO}/configs/resnet_test.py',
+                  f'--config.dataset.data_dir={cifar_dir}', '--config.num_train_steps=2',
+                  cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert (tmp_path / 'runs' / 'resnet_test' / 'checkpoints' / '2').is_dir()
 
@@ -100,15 +82,15 @@ def _assert_refused(result, *words):
 def test_bad_config_is_refused_without_touching_the_run(trained, cifar_dir, override, words):
   workdir, _ = trained
   before = sorted(str(p) for p in workdir.rglob('*'))
-  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                   f'--workdir={workdir}', '--config.num_train_steps=12', override)
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  f'--workdir={workdir}', '--config.num_train_steps=12', override)
   _assert_refused(result, *words)
   assert sorted(str(p) for p in workdir.rglob('*')) == before
 
 
 def test_missing_data_is_refused(tmp_path):
-  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={tmp_path}',
-                   f'--workdir={tmp_path / "run"}')
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={tmp_path}',
+                  f'--workdir={tmp_path / "run"}')
   _assert_refused(result, 'cifar-10-binary.tar.gz', '--config.dataset.data_dir')
   assert not (tmp_path / 'run').exists()
 
@@ -118,15 +100,15 @@ def test_malformed_archive_is_refused(tmp_path):
   fake_cifar.write_cifar10(tmp_path / 'data')
   with open(tmp_path / 'data' / 'data_batch_3.bin', 'ab') as f:
     f.write(b'\0' * 100)  # no longer a whole number of records
-  result = _launch('--config=configs/resnet_test.py',
-                   f'--config.dataset.data_dir={tmp_path / "data"}',
-                   f'--workdir={tmp_path / "run"}')
+  result = launch('--config=configs/resnet_test.py',
+                  f'--config.dataset.data_dir={tmp_path / "data"}',
+                  f'--workdir={tmp_path / "run"}')
   _assert_refused(result, 'data_batch_3.bin')
 
 
 def test_eval_without_a_checkpoint_is_refused(cifar_dir, tmp_path):
-  result = _launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                   f'--workdir={tmp_path}', '--mode=eval')
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  f'--workdir={tmp_path}', '--mode=eval')
   _assert_refused(result, 'No checkpoints', '--mode=train')
   assert list(tmp_path.iterdir()) == []
 
@@ -152,11 +134,11 @@ def test_compilation_cache_hits_on_a_second_run_and_profile_steps_write_a_trace(
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')  # cache tiny programs
   args = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
           f'--config.compilation_cache_dir={tmp_path / "cache"}', '--config.num_train_steps=4']
-  first = _launch(*args, f'--workdir={tmp_path / "a"}', '--config.profile_steps=(2, 4)')
+  first = launch(*args, f'--workdir={tmp_path / "a"}', '--config.profile_steps=(2, 4)')
   assert first.returncode == 0, first.stderr[-3000:]
   assert re.search(r'compilation cache \S+: 0 hits, [1-9]\d* misses', first.stderr)
   assert list((tmp_path / 'a' / 'profile').rglob('*.xplane.pb'))
-  second = _launch(*args, f'--workdir={tmp_path / "b"}')
+  second = launch(*args, f'--workdir={tmp_path / "b"}')
   assert second.returncode == 0, second.stderr[-3000:]
   assert re.search(r'compilation cache \S+: [1-9]\d* hits, 0 misses', second.stderr)
 
@@ -166,9 +148,9 @@ def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, tr
                                                           eval_devices):
   common = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
             f'--workdir={tmp_path}']
-  trained = _launch(*common, '--config.num_train_steps=4', devices=train_devices)
+  trained = launch(*common, '--config.num_train_steps=4', devices=train_devices)
   assert trained.returncode == 0, trained.stderr[-3000:]
-  evaluated = _launch(*common, '--mode=eval', devices=eval_devices)
+  evaluated = launch(*common, '--mode=eval', devices=eval_devices)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   final = [r for r in _rows(tmp_path) if r['split'] == 'test'][-1]
   result = json.loads((tmp_path / 'eval_4.json').read_text())['test']
@@ -176,7 +158,7 @@ def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, tr
   assert round(result['top5'] * 20) == round(final['top5'] * 20)
   assert result['loss'] == pytest.approx(final['loss'], rel=1e-6)
   # And training continues on the new device count.
-  resumed = _launch(*common, '--config.num_train_steps=6', devices=eval_devices)
+  resumed = launch(*common, '--config.num_train_steps=6', devices=eval_devices)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resumed from the checkpoint of step 4' in resumed.stderr
 
@@ -186,7 +168,7 @@ def _start_long_run(cifar_dir, workdir) -> tuple[list[str], subprocess.Popen, li
   command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
              f'--config.dataset.data_dir={cifar_dir}', f'--workdir={workdir}',
              '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
-  child = subprocess.Popen(command, cwd=REPO, env=_env(4), stderr=subprocess.PIPE, text=True)
+  child = subprocess.Popen(command, cwd=REPO, env=env(4), stderr=subprocess.PIPE, text=True)
   lines = []
   for line in child.stderr:
     lines.append(line)
@@ -210,7 +192,7 @@ def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir,
   assert 'Traceback' not in rest
 
   resumed = subprocess.run(command + ['--config.num_train_steps=' + str(step + 4)], cwd=REPO,
-                           env=_env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
+                           env=env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resumed from the checkpoint of step {step}' in resumed.stderr
 
@@ -218,8 +200,28 @@ def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir,
 def test_a_second_run_on_a_live_workdir_is_refused(cifar_dir, tmp_path):
   command, live, _ = _start_long_run(cifar_dir, tmp_path)
   try:
-    second = _launch(*command[2:])
+    second = launch(*command[2:])
     _assert_refused(second, 'Another run', str(live.pid))
   finally:
     live.kill()
     live.communicate(timeout=TIMEOUT_S)
+
+
+def test_a_url_workdir_is_refused(cifar_dir):
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  '--workdir=gs://bucket/run')
+  _assert_refused(result, 'gcsfuse', 'gs://bucket/run')
+
+
+@pytest.mark.parametrize('flags, words', [
+    (['--distributed=on'], ['multi-process runtime', '--coordinator_address']),
+    (['--num_processes=2'], ['without --coordinator_address, --process_id']),
+    (['--distributed=off', '--process_id=1'], ['--process_id given with --distributed=off']),
+    (['--coordinator_address=127.0.0.1:1', '--num_processes=2', '--process_id=2'],
+     ['--process_id=2 must be in [0, 2)']),
+])
+def test_bad_multi_process_flags_are_refused(cifar_dir, tmp_path, flags, words):
+  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
+                  f'--workdir={tmp_path / "run"}', *flags)
+  _assert_refused(result, *words)
+  assert not (tmp_path / 'run').exists()

@@ -189,7 +189,9 @@ def test_default_shortcut_accepted_for_kuangliu_nets():
     ({'dtype': 'float64'}, 'float32, bfloat16'),
     ({'dtype': 'half-ish'}, 'float32, bfloat16'),
     ({'zero_init_residual': 'yes'}, 'zero_init_residual'),
-    ({'width': 2}, 'dtype, shortcut, zero_init_residual'),
+    ({'width': 2}, 'dtype, shortcut, zero_init_residual, bn_group_size'),
+    ({'bn_group_size': -1}, 'bn_group_size'),
+    ({'bn_group_size': 2.0}, 'bn_group_size'),
 ))
 def test_bad_overrides(overrides, match):
   with pytest.raises(UserError, match=match):
@@ -200,3 +202,47 @@ def test_bad_overrides(overrides, match):
 def test_bad_num_classes(num_classes):
   with pytest.raises(UserError, match='num_classes'):
     models.get_model('resnet20', num_classes)
+
+
+def _train_forward(model, variables, images):
+  return model.apply(variables, images, train=True, mutable=['batch_stats'])
+
+
+def test_bn_group_size_of_the_whole_batch_equals_the_default():
+  images = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  default = models.get_model('resnet_test', 10)
+  ghost = models.get_model('resnet_test', 10, bn_group_size=8)
+  variables = default.init(jax.random.key(0), images[:1], train=False)
+  assert (jax.tree.structure(ghost.init(jax.random.key(0), images[:1], train=False))
+          == jax.tree.structure(variables))  # checkpoints move between the two
+  (logits, stats), (expected, expected_stats) = (
+      _train_forward(m, variables, images) for m in (ghost, default))
+  np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(expected_stats), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(ghost.apply(variables, images, train=False),
+                             default.apply(variables, images, train=False), rtol=1e-6)
+
+
+def test_bn_groups_normalise_each_group_on_its_own():
+  images = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+  default = models.get_model('resnet_test', 10)
+  variables = default.init(jax.random.key(0), images[:1], train=False)
+  logits, stats = _train_forward(models.get_model('resnet_test', 10, bn_group_size=4),
+                                 variables, images)
+  halves = [_train_forward(default, variables, half) for half in (images[:4], images[4:])]
+  # Each group of 4 sees exactly what a batch of 4 would; the running stats take their mean.
+  np.testing.assert_allclose(logits, jnp.concatenate([h[0] for h in halves]), rtol=1e-5,
+                             atol=1e-6)
+  expected = jax.tree.map(lambda a, b: (a + b) / 2, halves[0][1], halves[1][1])
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(logits, _train_forward(default, variables, images)[0], atol=1e-3)
+
+
+def test_bn_group_size_must_divide_the_batch():
+  model = models.get_model('resnet_test', 10, bn_group_size=3)
+  images = jnp.zeros((8, 32, 32, 3))
+  variables = model.init(jax.random.key(0), images[:1], train=False)
+  with pytest.raises(UserError, match='groups of 3'):
+    _train_forward(model, variables, images)
