@@ -82,11 +82,10 @@ class Run:
 
   @property
   def train_seconds(self) -> float:
-    """Time in training steps: each log interval's steps x batch / its measured images/s.
+    """Time in training steps: each log interval's steps x batch / its logged images/s.
 
-    Compilation, evaluation and checkpoint saving are not in the measured rate, so not here;
-    an interval without a rate (the first log after compiling, when it is the first chunk)
-    counts nothing.
+    Compilation, evaluation and checkpoint saving fall outside the logged rates, so outside this
+    sum; a row logged without a rate (nothing timed since the first call) adds nothing.
     """
     seconds, previous = 0.0, 0
     for row in self.split('train'):
