@@ -92,5 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 500
   # --mode=eval restores this step; -1: the latest checkpoint.
   config.eval.step = -1
+  # Also report loss, top-1 and top-5 of the logits averaged over each image and its horizontal
+  # flip (*_flip_tta in metrics.jsonl and eval_<step>.json); costs a second forward pass.
+  config.eval.flip_tta = False
 
   return config

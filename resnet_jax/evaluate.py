@@ -5,7 +5,7 @@ import os
 import ml_collections
 from absl import logging
 
-from resnet_jax import checkpoint, distributed, train
+from resnet_jax import checkpoint, distributed, metrics, train
 from resnet_jax.errors import UserError
 
 
@@ -27,9 +27,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   results = {'step': step}
   for name, split in run.eval_sets.items():
     results[name] = run.eval_fn(state, split)
-    logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name, step,
-                 results[name]['loss'], results[name]['top1'], results[name]['top5'],
-                 results[name]['count'])
+    logging.info(metrics.eval_line(name, step, results[name]))
   if distributed.is_writer():
     path = os.path.join(workdir, f'eval_{step}.json')
     with open(path, 'w') as f:

@@ -153,6 +153,16 @@ class StepProfiler:
       self._tracing = False
 
 
+def eval_line(split: str, step: int, result: dict[str, float]) -> str:
+  """The console line of one evaluation; flip-TTA numbers, when evaluated, follow the plain ones."""
+  line = (f'eval {split} at step {step}: loss {result["loss"]:.4f}  top1 {result["top1"]:.4f}  '
+          f'top5 {result["top5"]:.4f}')
+  if 'top1_flip_tta' in result:
+    line += (f'  flip TTA: loss {result["loss_flip_tta"]:.4f}  top1 {result["top1_flip_tta"]:.4f}'
+             f'  top5 {result["top5_flip_tta"]:.4f}')
+  return f'{line}  ({result["count"]} examples)'
+
+
 def _duration(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'

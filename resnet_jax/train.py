@@ -173,31 +173,45 @@ def eval_set(split: data.Split, batch_size: int, mesh: Mesh) -> EvalSet:
 
 
 def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[float, ...],
-                 std: tuple[float, ...]):
+                 std: tuple[float, ...], flip_tta: bool = False):
   """Returns evaluate(state, EvalSet) -> mean loss, top-1, top-5 over the split's real examples.
 
   One jitted call per batch (a lax.scan over batches runs ~30x slower on XLA's CPU backend);
-  the sums stay on the device until the end.
+  the sums stay on the device until the end. flip_tta adds loss_flip_tta, top1_flip_tta and
+  top5_flip_tta: the same of the logits averaged over each image and its horizontal flip.
   """
+  def metric_sums(logits, labels, valid):
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    return [jnp.sum(cross_entropy(logits, labels, 0.0) * valid),
+            jnp.sum((top5[:, 0] == labels) * valid),
+            jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid)]
+
   @jax.jit
   def eval_batch(variables, images, labels, start, count):
     index = start + jnp.arange(batch_size)
     index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
     valid = (index < count).astype(jnp.float32)
     batch_labels = labels[index]
-    logits = model.apply(variables, augment.normalize(images[index], mean, std), train=False)
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    return jnp.stack([
-        jnp.sum(cross_entropy(logits, batch_labels, 0.0) * valid),
-        jnp.sum((top5[:, 0] == batch_labels) * valid),
-        jnp.sum(jnp.any(top5 == batch_labels[:, None], axis=-1) * valid)])
+    batch_images = augment.normalize(images[index], mean, std)
+    logits = model.apply(variables, batch_images, train=False)
+    out = metric_sums(logits, batch_labels, valid)
+    if flip_tta:
+      # Averaged in float32, so a bfloat16 model's two logits are not rounded again.
+      flipped = model.apply(variables, batch_images[:, :, ::-1], train=False)  # NHWC: W flips
+      mean_logits = (logits.astype(jnp.float32) + flipped.astype(jnp.float32)) / 2
+      out += metric_sums(mean_logits, batch_labels, valid)
+    return jnp.stack(out)
+
+  names = ('loss', 'top1', 'top5')
+  if flip_tta:
+    names += ('loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta')
 
   def evaluate(state: TrainState, split: EvalSet) -> dict[str, float]:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     sums = sum(eval_batch(variables, split.images, split.labels, start, split.count)
                for start in range(0, len(split.labels), batch_size))
-    loss, top1, top5 = (float(x) / split.count for x in jax.device_get(sums))
-    return {'loss': loss, 'top1': top1, 'top5': top5, 'count': split.count}
+    result = {name: float(x) / split.count for name, x in zip(names, jax.device_get(sums))}
+    return {**result, 'count': split.count}
   return evaluate
 
 
@@ -256,7 +270,7 @@ def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
       decay_bn_and_bias=config.optimizer.decay_bn_and_bias)
   state = create_train_state(model, tx, run_keys(config.seed)[0], mesh)
   mean, std = data.CHANNEL_MEAN[config.dataset.name], data.CHANNEL_STD[config.dataset.name]
-  eval_fn = make_eval_fn(model, mesh, config.eval.batch_size, mean, std)
+  eval_fn = make_eval_fn(model, mesh, config.eval.batch_size, mean, std, config.eval.flip_tta)
   splits = {'test': dataset.test, 'validation': dataset.validation}
   eval_sets = {name: eval_set(split, config.eval.batch_size, mesh)
                for name, split in splits.items() if split is not None}
@@ -372,8 +386,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, run: Setup,
         boundary_work = True
         for name, split in run.eval_sets.items():
           result = run.eval_fn(state, split)
-          logging.info('eval %s at step %d: loss %.4f  top1 %.4f  top5 %.4f  (%d examples)', name,
-                       step, result['loss'], result['top1'], result['top5'], result['count'])
+          logging.info(metrics.eval_line(name, step, result))
           log.write(step, name, {'epoch': step / run.epoch_steps, **result})
       if stopping or _is_boundary(step, config.checkpoint_every_steps, run.total_steps):
         boundary_work = True

@@ -114,3 +114,4 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     raise UserError(f'config.eval.batch_size={config.eval.batch_size} must be divisible by the '
                     f'number of devices ({num_devices}).')
   _number(config.eval.step, 'eval.step', minimum=-1)
+  _flag(config.eval.flip_tta, 'eval.flip_tta')

@@ -84,6 +84,22 @@ def test_resume_continues_the_step_count_and_replays_exactly(cifar_dir, tmp_path
   assert steps == [2, 4, 6, 8]
 
 
+def _expected_metrics(logits, labels):
+  """Loss, top-1 and top-5 of logits, computed in numpy."""
+  top5 = np.argsort(-logits, axis=-1)[:, :5]
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  return {'loss': -np.mean(log_probs[np.arange(len(labels)), labels]),
+          'top1': np.mean(logits.argmax(-1) == labels),
+          'top5': np.mean((top5 == labels[:, None]).any(-1))}
+
+
+def _test_logits(run, images):
+  from resnet_jax import augment, data
+  images = augment.normalize(images, data.CHANNEL_MEAN['cifar10'], data.CHANNEL_STD['cifar10'])
+  return np.asarray(run.model.apply(
+      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False))
+
+
 def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir):
   directory, fake = cifar_dir
   config = _config(directory)
@@ -91,18 +107,49 @@ def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir):
   run = train.setup(config)
   result = run.eval_fn(run.state, run.eval_sets['test'])
   assert result['count'] == 20
+  # Flip TTA is off by default: only the plain numbers.
+  assert sorted(result) == ['count', 'loss', 'top1', 'top5']
 
-  from resnet_jax import augment, data
-  images = augment.normalize(fake.test_images, data.CHANNEL_MEAN['cifar10'],
-                             data.CHANNEL_STD['cifar10'])
-  logits = np.asarray(run.model.apply(
-      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False))
-  assert result['top1'] == pytest.approx(np.mean(logits.argmax(-1) == fake.test_labels))
-  top5 = np.argsort(-logits, axis=-1)[:, :5]
-  assert result['top5'] == pytest.approx(np.mean((top5 == fake.test_labels[:, None]).any(-1)))
-  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  expected_loss = -np.mean(log_probs[np.arange(20), fake.test_labels])
-  assert result['loss'] == pytest.approx(expected_loss, rel=1e-5)
+  expected = _expected_metrics(_test_logits(run, fake.test_images), fake.test_labels)
+  assert result['top1'] == pytest.approx(expected['top1'])
+  assert result['top5'] == pytest.approx(expected['top5'])
+  assert result['loss'] == pytest.approx(expected['loss'], rel=1e-5)
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_flip(cifar_dir):
+  directory, fake = cifar_dir
+  config = _config(directory)
+  config.eval.batch_size = 8
+  plain = train.setup(config)
+  config.eval.flip_tta = True
+  run = train.setup(config)
+  result = run.eval_fn(run.state, run.eval_sets['test'])
+
+  logits = _test_logits(run, fake.test_images)
+  flipped = _test_logits(run, fake.test_images[:, :, ::-1])
+  expected = _expected_metrics((logits + flipped) / 2, fake.test_labels)
+  for name in ('loss', 'top1', 'top5'):
+    assert result[f'{name}_flip_tta'] == pytest.approx(expected[name], rel=1e-5), name
+  # The flip changes the logits of these noisy images, so the check above is not vacuous.
+  assert result['loss_flip_tta'] != pytest.approx(result['loss'], rel=1e-4)
+  # The plain numbers are those of an evaluation without flip TTA.
+  without = plain.eval_fn(plain.state, plain.eval_sets['test'])
+  assert {k: result[k] for k in without} == pytest.approx(without, rel=1e-6)
+
+
+def test_flip_tta_numbers_reach_metrics_the_log_and_the_eval_json(cifar_dir, tmp_path, caplog):
+  from resnet_jax import evaluate
+  config = _config(cifar_dir[0], num_train_steps=4)
+  config.eval.flip_tta = True
+  with caplog.at_level('INFO'):
+    train.train_and_evaluate(config, str(tmp_path))
+  row = _rows(tmp_path, 'test')[-1]
+  assert {'loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta', 'top1'} <= set(row)
+  assert f"flip TTA: loss {row['loss_flip_tta']:.4f}" in caplog.text
+  evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path))
+  saved = json.loads((tmp_path / 'eval_4.json').read_text())
+  assert saved['test'] == evaluated['test']
+  assert saved['test']['top1_flip_tta'] == row['top1_flip_tta']
 
 
 def test_validation_split_is_evaluated_too(cifar_dir, tmp_path):

@@ -1,0 +1,123 @@
+"""benchmarks/results.py on fake workdirs whose numbers are known."""
+import json
+
+import pytest
+
+from benchmarks import results
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _write_run(workdir, *, model='resnet20', seed=0, top1s=(0.5, 0.8), planned_epochs=None,
+               steps_per_epoch=10, batch_size=10, images_per_second=100.0, command=None):
+  """A workdir with one train and one test row per epoch; top1s: the test top-1 of each epoch.
+
+  Each epoch of steps_per_epoch steps at images_per_second takes
+  steps_per_epoch * batch_size / images_per_second seconds (1 s by default).
+  """
+  workdir.mkdir(parents=True)
+  planned_epochs = planned_epochs or len(top1s)
+  config = {'model': {'name': model}, 'dataset': {'name': 'cifar10'}, 'batch_size': batch_size,
+            'num_epochs': 200, 'num_train_steps': planned_epochs * steps_per_epoch, 'seed': seed}
+  (workdir / 'config.json').write_text(json.dumps(config))
+  provenance = {'device_kind': 'Fake GPU', 'devices': ['gpu:0'], 'time': '2026-11-27T14:40:01',
+                'command': command or ['launch.py', '--config=configs/resnet20.py',
+                                       f'--config.seed={seed}', '--config.dataset.data_dir=/tmp/x']}
+  (workdir / 'provenance.json').write_text(json.dumps(provenance))
+  rows = []
+  for epoch, top1 in enumerate(top1s, start=1):
+    step = epoch * steps_per_epoch
+    rows.append({'step': step, 'split': 'train', 'epoch': epoch, 'loss': 2.0 / epoch,
+                 'top1': top1 + 0.05, 'lr': 0.1, 'images_per_second': images_per_second})
+    rows.append({'step': step, 'split': 'test', 'epoch': epoch, 'loss': 1.5 / epoch,
+                 'top1': top1, 'top5': 0.99, 'count': 100})
+  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  return workdir
+
+
+def _table_rows(text):
+  """model -> the cells of its row of the markdown table."""
+  rows = {}
+  for line in text.splitlines():
+    cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+    if line.startswith('| ') and cells[0] != 'model':
+      rows[cells[0]] = dict(zip(['model', 'dataset', 'recipe', 'epochs', 'top1', 'seeds',
+                                 'time', 'machine', 'date'], cells))
+  return rows
+
+
+def _main(capsys, *args):
+  results.main([*map(str, args)])
+  return capsys.readouterr().out
+
+
+def test_seeds_make_one_row_of_the_final_epoch_mean_and_std(tmp_path, capsys):
+  # The best epoch (0.9) is never the one reported: the last is.
+  for seed, final in enumerate((0.80, 0.82, 0.84)):
+    _write_run(tmp_path / f'r20_s{seed}', seed=seed, top1s=(0.5, 0.9, final))
+  _write_run(tmp_path / 'r56', model='resnet56', top1s=(0.3, 0.7), steps_per_epoch=5,
+             images_per_second=25.0)
+  rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves',
+                           '--dataset_label=CIFAR-10 (JPEG copy)'))
+  assert sorted(rows) == ['ResNet-20', 'ResNet-56']
+  r20 = rows['ResNet-20']
+  assert r20['top1'] == '82.00 ± 2.00%'  # sample standard deviation of 80, 82, 84
+  assert r20['seeds'] == '3'
+  assert r20['epochs'] == '3'
+  assert r20['time'] == '3 s'  # 3 epochs of 10 steps x 10 images at 100 images/s
+  assert r20['dataset'] == 'CIFAR-10 (JPEG copy)'
+  assert r20['machine'] == 'Fake GPU' and r20['date'] == '2026-11-27'
+  assert r20['recipe'] == '`configs/resnet20.py`'  # the seed and data path are not the recipe
+  r56 = rows['ResNet-56']
+  assert (r56['top1'], r56['seeds'], r56['time']) == ('70.00%', '1', '4 s')
+
+
+def test_recipe_keeps_the_overrides_that_change_the_run(tmp_path, capsys):
+  command = ['launch.py', '--config=configs/resnet20.py', '--config.schedule.name=cosine',
+             '--config.model.name=plain20', '--config.dataset.data_dir=/tmp/c10',
+             '--config.log_every_steps=390']
+  _write_run(tmp_path / 'p20', model='plain20', command=command)
+  row = _table_rows(_main(capsys, tmp_path / 'p20', '--no_curves'))['plain-20']
+  assert row['recipe'] == '`configs/resnet20.py`, `schedule.name=cosine`'
+  assert row['dataset'] == 'CIFAR-10'
+
+
+def test_a_run_stopped_early_is_marked_not_hidden(tmp_path, capsys):
+  _write_run(tmp_path / 'p56', model='plain56', top1s=(0.2, 0.3, 0.45), planned_epochs=5)
+  for seed, epochs in enumerate((5, 3)):
+    _write_run(tmp_path / f'p20_s{seed}', model='plain20', seed=seed, top1s=(0.5,) * epochs,
+               planned_epochs=5)
+  rows = _table_rows(_main(capsys, *sorted(tmp_path.iterdir()), '--no_curves'))
+  assert rows['plain-56']['epochs'] == '**3 of 5 (stopped early)**'
+  assert rows['plain-56']['top1'] == '45.00%'  # its last evaluation, at epoch 3
+  assert rows['plain-20']['epochs'] == '5 **(stopped early: seed 1 at 3)**'
+  assert rows['plain-20']['seeds'] == '2'
+
+
+def test_a_workdir_without_metrics_is_an_error_not_a_silent_gap(tmp_path):
+  _write_run(tmp_path / 'run')
+  (tmp_path / 'run' / 'metrics.jsonl').write_text('')
+  with pytest.raises(SystemExit, match='metrics.jsonl has no rows'):
+    results.main([str(tmp_path / 'run'), '--no_curves'])
+
+
+def _assert_png(path, min_bytes=10_000):
+  data = path.read_bytes()
+  assert data.startswith(PNG_SIGNATURE), path
+  assert len(data) >= min_bytes, (path, len(data))
+
+
+def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
+  pytest.importorskip('matplotlib')
+  from matplotlib import image
+  runs = tmp_path / 'degradation'
+  for model, top1s in (('plain20', (0.5, 0.7, 0.8)), ('plain56', (0.2, 0.3)),
+                       ('resnet20', (0.6, 0.8, 0.85)), ('resnet56', (0.5, 0.8, 0.83))):
+    _write_run(runs / model, model=model, top1s=top1s, planned_epochs=3)
+  _main(capsys, f'{runs}/*')
+  for model in ('plain20', 'plain56', 'resnet20', 'resnet56'):
+    _assert_png(runs / model / 'curves.png')
+  _main(capsys, f'{runs}/*', '--degradation')
+  _assert_png(runs / 'degradation.png')
+  height, width, _ = image.imread(runs / 'degradation.png').shape
+  assert (width, height) == (1000, 400)  # 10 x 4 inches at 100 dpi: small enough to commit
