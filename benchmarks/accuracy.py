@@ -64,6 +64,7 @@ Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 @dataclasses.dataclass
 class Parity:
+  """What run_parity trained: both final models and both runs' metrics rows."""
   config: ml_collections.ConfigDict  # as both ran: with the evaluation and logging cadence
   epoch_steps: int
   jax_state: train.TrainState
