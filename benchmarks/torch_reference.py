@@ -230,8 +230,9 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = {
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                images: torch.Tensor, labels: torch.Tensor,
-               autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-  """One SGD step, as resnet_jax.train.train_step takes one; returns the loss.
+               autocast_dtype: Optional[torch.dtype] = None,
+               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+  """One SGD step, as resnet_jax.train.train_step takes one.
 
   Args:
     model: in training mode (BatchNorm uses and updates batch statistics).
@@ -240,15 +241,21 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     labels: int64 class indices.
     autocast_dtype: e.g. torch.bfloat16 to run the forward pass under
       torch.autocast; None runs it in the parameters' dtype.
+    label_smoothing: as resnet_jax's config.label_smoothing (the same
+      formula: (1 - a) * one_hot + a / num_classes).
+
+  Returns:
+    The mean loss and the logits of the batch, detached.
   """
   optimizer.zero_grad(set_to_none=True)
   autocast = (torch.autocast(images.device.type, dtype=autocast_dtype)
               if autocast_dtype is not None else contextlib.nullcontext())
   with autocast:
-    loss = F.cross_entropy(model(images), labels)
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
   loss.backward()
   optimizer.step()
-  return loss.detach()
+  return loss.detach(), logits.detach()
 
 
 # --- flax -> PyTorch weights ---

@@ -115,6 +115,18 @@ def sgd_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model: 
   return new_state, loss, logits, grads
 
 
+def global_batch(step: jax.Array, images: jax.Array, labels: jax.Array, *, perm_key: jax.Array,
+                 aug_key: jax.Array, batch_size: int, epoch_steps: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], mesh: Mesh) -> tuple[jax.Array, jax.Array]:
+  """The augmented, normalised global batch (images, labels) that train step `step` trains on."""
+  order = jax.random.permutation(jax.random.fold_in(perm_key, step // epoch_steps), len(labels))
+  index = jax.lax.dynamic_slice(order, ((step % epoch_steps) * batch_size,), (batch_size,))
+  # Shard the indices first, so each device gathers and augments only its own examples.
+  index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
+  batch_images = augment.crop_and_flip(images[index], jax.random.fold_in(aug_key, step))
+  return augment.normalize(batch_images, mean, std), labels[index]
+
+
 def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: optax.Schedule,
                perm_key: jax.Array, aug_key: jax.Array, batch_size: int, epoch_steps: int,
@@ -126,13 +138,9 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model
   not constants closed over (XLA would embed 150 MB in the program and crawl).
   """
   step = state.step
-  order = jax.random.permutation(jax.random.fold_in(perm_key, step // epoch_steps), len(labels))
-  index = jax.lax.dynamic_slice(order, ((step % epoch_steps) * batch_size,), (batch_size,))
-  # Shard the indices first, so each device gathers and augments only its own examples.
-  index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
-  batch_images = augment.crop_and_flip(images[index], jax.random.fold_in(aug_key, step))
-  batch_images = augment.normalize(batch_images, mean, std)
-  batch_labels = labels[index]
+  batch_images, batch_labels = global_batch(
+      step, images, labels, perm_key=perm_key, aug_key=aug_key, batch_size=batch_size,
+      epoch_steps=epoch_steps, mean=mean, std=std, mesh=mesh)
 
   new_state, loss, logits, grads = sgd_step(state, batch_images, batch_labels, model=model,
                                             tx=tx, label_smoothing=label_smoothing)
