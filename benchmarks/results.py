@@ -95,11 +95,16 @@ class Run:
     return seconds
 
   @property
+  def framework(self) -> str:
+    """'jax', or 'pytorch' for benchmarks/accuracy.py's reference runs (provenance says so)."""
+    return self.provenance.get('framework', 'jax')
+
+  @property
   def model(self) -> str:
     match = re.fullmatch(r'(resnet|plain)(\d+)', self.config['model']['name'])
-    if not match:
-      return self.config['model']['name']
-    return f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}'
+    name = (self.config['model']['name'] if not match else
+            f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}')
+    return name + (' (PyTorch)' if self.framework == 'pytorch' else '')
 
   @property
   def recipe(self) -> str:
@@ -141,10 +146,11 @@ def find_runs(patterns: list[str]) -> list[Run]:
 
 
 def group_by_seed(runs: list[Run]) -> list[list[Run]]:
-  """Runs whose configs are equal but for `seed`, in order of their first appearance."""
+  """Runs of one framework whose configs are equal but for `seed`, in order of appearance."""
   groups: dict[str, list[Run]] = {}
   for run in runs:
-    key = json.dumps({k: v for k, v in run.config.items() if k != 'seed'}, sort_keys=True)
+    key = run.framework + json.dumps({k: v for k, v in run.config.items() if k != 'seed'},
+                                     sort_keys=True)
     groups.setdefault(key, []).append(run)
   for group in groups.values():
     group.sort(key=lambda run: run.config['seed'])

@@ -53,7 +53,8 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, workdir: str,
 
   With unreadable_means_damaged (the saved run had this model and dataset), a checkpoint that
   fails to restore (on any process) is moved to workdir/corrupt_checkpoints/<step>-<time> by
-  process 0, never deleted, and the one before it is tried. Otherwise the failure is the user's to resolve: nothing is moved.
+  process 0, never deleted, and the one before it is tried. Otherwise the failure is the
+  user's to resolve: nothing is moved.
   A checkpoint whose writer died mid-save is never a candidate: orbax writes into a temporary
   folder and renames it only once complete.
   """

@@ -1,9 +1,11 @@
-"""The optimiser: optax SGD with momentum, PyTorch-style coupled weight decay, lr schedules."""
+"""What training minimises and how: the loss, optax SGD with momentum and PyTorch-style coupled
+weight decay, and the learning-rate schedules."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 import optax
 
 if TYPE_CHECKING:
@@ -48,3 +50,10 @@ def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: boo
       optax.add_decayed_weights(weight_decay, mask=None if decay_bn_and_bias else _decay_mask),
       optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
   )
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+  """Per-example loss, in float32 whatever the compute dtype."""
+  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  targets = optax.smooth_labels(one_hot, label_smoothing) if label_smoothing else one_hot
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

@@ -1,4 +1,4 @@
-"""Training: the state, the jitted chunk of train steps, evaluation, and the loop that drives them.
+"""Training: the state, the jitted chunk of train steps, the set-up, and the loop that drives them.
 
 Data flows one way: the dataset is placed on every device once; each jitted call runs
 `steps_per_call` steps, each of which gathers its batch by index, augments it and
@@ -26,8 +26,8 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
-from resnet_jax import (augment, checkpoint, compile_cache, data, distributed, guards, metrics,
-                        models, optim, parallel, tfds_source, validation)
+from resnet_jax import (augment, checkpoint, compile_cache, data, distributed, eval_step, guards,
+                        metrics, models, optim, parallel, tfds_source, validation)
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,14 +41,6 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSet:
-  """A split padded to whole eval batches and placed on every device; `count` are real."""
-  images: jax.Array
-  labels: jax.Array
-  count: int
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -87,13 +79,6 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(key)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-  """Per-example loss, in float32 whatever the compute dtype."""
-  one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-  targets = optax.smooth_labels(one_hot, label_smoothing) if label_smoothing else one_hot
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
@@ -105,7 +90,7 @@ def sgd_step(state: TrainState, images: jax.Array, labels: jax.Array, *, model: 
   def loss_fn(params):
     logits, new_vars = model.apply({'params': params, 'batch_stats': state.batch_stats},
                                    images, train=True, mutable=['batch_stats'])
-    loss = cross_entropy(logits, labels, label_smoothing).mean()
+    loss = optim.cross_entropy(logits, labels, label_smoothing).mean()
     return loss, (logits, new_vars['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -170,59 +155,6 @@ def make_train_chunk(step_fn):
   return train_chunk
 
 
-def eval_set(split: data.Split, batch_size: int, mesh: Mesh) -> EvalSet:
-  """Pads the split to whole batches (padding is masked out) and places it on every device."""
-  count = len(split.labels)
-  pad = -count % batch_size
-  images = np.concatenate([split.images, np.zeros((pad, *split.images.shape[1:]), np.uint8)])
-  labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
-  images, labels = parallel.replicate((images, labels), mesh)
-  return EvalSet(images=images, labels=labels, count=count)
-
-
-def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[float, ...],
-                 std: tuple[float, ...], flip_tta: bool = False):
-  """Returns evaluate(state, EvalSet) -> mean loss, top-1, top-5 over the split's real examples.
-
-  One jitted call per batch (a lax.scan over batches runs ~30x slower on XLA's CPU backend);
-  the sums stay on the device until the end. flip_tta adds loss_flip_tta, top1_flip_tta and
-  top5_flip_tta: the same of the logits averaged over each image and its horizontal flip.
-  """
-  def metric_sums(logits, labels, valid):
-    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    return [jnp.sum(cross_entropy(logits, labels, 0.0) * valid),
-            jnp.sum((top5[:, 0] == labels) * valid),
-            jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid)]
-
-  @jax.jit
-  def eval_batch(variables, images, labels, start, count):
-    index = start + jnp.arange(batch_size)
-    index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
-    valid = (index < count).astype(jnp.float32)
-    batch_labels = labels[index]
-    batch_images = augment.normalize(images[index], mean, std)
-    logits = model.apply(variables, batch_images, train=False)
-    out = metric_sums(logits, batch_labels, valid)
-    if flip_tta:
-      # Averaged in float32, so a bfloat16 model's two logits are not rounded again.
-      flipped = model.apply(variables, batch_images[:, :, ::-1], train=False)  # NHWC: W flips
-      mean_logits = (logits.astype(jnp.float32) + flipped.astype(jnp.float32)) / 2
-      out += metric_sums(mean_logits, batch_labels, valid)
-    return jnp.stack(out)
-
-  names = ('loss', 'top1', 'top5')
-  if flip_tta:
-    names += ('loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta')
-
-  def evaluate(state: TrainState, split: EvalSet) -> dict[str, float]:
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    sums = sum(eval_batch(variables, split.images, split.labels, start, split.count)
-               for start in range(0, len(split.labels), batch_size))
-    result = {name: float(x) / split.count for name, x in zip(names, jax.device_get(sums))}
-    return {**result, 'count': split.count}
-  return evaluate
-
-
 @dataclasses.dataclass
 class Setup:
   """What both training and --mode=eval build from a config."""
@@ -235,7 +167,7 @@ class Setup:
   epoch_steps: int
   total_steps: int
   eval_fn: Any
-  eval_sets: dict[str, EvalSet]
+  eval_sets: dict[str, eval_step.EvalSet]
   cache_dir: str | None  # the persistent compilation cache; None when off
 
 
@@ -278,9 +210,10 @@ def setup(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
       decay_bn_and_bias=config.optimizer.decay_bn_and_bias)
   state = create_train_state(model, tx, run_keys(config.seed)[0], mesh)
   mean, std = data.CHANNEL_MEAN[config.dataset.name], data.CHANNEL_STD[config.dataset.name]
-  eval_fn = make_eval_fn(model, mesh, config.eval.batch_size, mean, std, config.eval.flip_tta)
+  eval_fn = eval_step.make_eval_fn(model, mesh, config.eval.batch_size, mean, std,
+                                   config.eval.flip_tta)
   splits = {'test': dataset.test, 'validation': dataset.validation}
-  eval_sets = {name: eval_set(split, config.eval.batch_size, mesh)
+  eval_sets = {name: eval_step.eval_set(split, config.eval.batch_size, mesh)
                for name, split in splits.items() if split is not None}
   return Setup(mesh, dataset, model, schedule, tx, state, epoch_steps, total, eval_fn, eval_sets,
                cache_dir)

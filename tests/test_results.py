@@ -9,7 +9,8 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
 def _write_run(workdir, *, model='resnet20', seed=0, top1s=(0.5, 0.8), planned_epochs=None,
-               steps_per_epoch=10, batch_size=10, images_per_second=100.0, command=None):
+               steps_per_epoch=10, batch_size=10, images_per_second=100.0, command=None,
+               framework=None):
   """A workdir with one train and one test row per epoch; top1s: the test top-1 of each epoch.
 
   Each epoch of steps_per_epoch steps at images_per_second takes
@@ -23,6 +24,8 @@ def _write_run(workdir, *, model='resnet20', seed=0, top1s=(0.5, 0.8), planned_e
   provenance = {'device_kind': 'Fake GPU', 'devices': ['gpu:0'], 'time': '2026-11-27T14:40:01',
                 'command': command or ['launch.py', '--config=configs/resnet20.py',
                                        f'--config.seed={seed}', '--config.dataset.data_dir=/tmp/x']}
+  if framework:
+    provenance['framework'] = framework
   (workdir / 'provenance.json').write_text(json.dumps(provenance))
   rows = []
   for epoch, top1 in enumerate(top1s, start=1):
@@ -121,3 +124,12 @@ def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
   _assert_png(runs / 'degradation.png')
   height, width, _ = image.imread(runs / 'degradation.png').shape
   assert (width, height) == (1000, 400)  # 10 x 4 inches at 100 dpi: small enough to commit
+
+
+def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):
+  # benchmarks/accuracy.py writes the same config.json for both; provenance names the framework.
+  _write_run(tmp_path / 'jax', top1s=(0.5, 0.6), framework='jax')
+  _write_run(tmp_path / 'torch', top1s=(0.5, 0.7), framework='pytorch')
+  rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))
+  assert rows['ResNet-20']['top1'] == '60.00%' and rows['ResNet-20']['seeds'] == '1'
+  assert rows['ResNet-20 (PyTorch)']['top1'] == '70.00%'
