@@ -10,7 +10,8 @@ the README's 1-epoch run, 2026-11-27), so an epoch of 390 steps takes about 250 
 15 s to evaluate the test set; 12 epochs are 4680 steps, about 53 minutes, which leaves room for
 compilation and for the other work sharing the cores.
 
-Its accuracy is not measured yet; the README's results table will say when it is.
+Measured once (seed 0, CIFAR-10 JPEG copy, 2026-11-27): 82.48% test top-1 after the 12th epoch,
+and 83.00% for the PyTorch reference on the same inputs; see the README's Results.
 
   python launch.py --config=configs/resnet20_short.py --config.dataset.source=archive \\
       --config.dataset.data_dir=/work/data_cifar10
