@@ -98,7 +98,7 @@ def wait_for_all(name: str) -> None:
 def check_shared_workdir(workdir: str, timeout_s: float) -> None:
   """Refuses, on every process, a workdir that some process does not see as process 0 does.
 
-  Multi-host checkpoints need storage every host sees (a gs:// bucket, NFS, a FUSE mount);
+  Multi-host checkpoints need storage every host sees (NFS, a bucket mounted with FUSE);
   on local disks orbax would wait forever for files written elsewhere. Process 0 writes a probe
   file; each process looks for it for up to timeout_s (NFS may show new files late).
   """
@@ -119,4 +119,5 @@ def check_shared_workdir(workdir: str, timeout_s: float) -> None:
     raise UserError(
         f'Process(es) {", ".join(map(str, blind))} cannot see the workdir {workdir} that process '
         f'0 writes to (waited {timeout_s:g} s for a probe file). Every process must see the same '
-        'workdir: a gs:// bucket, NFS or another shared mount, given as the same path.')
+        'workdir: NFS or a bucket mounted on every host (e.g. with gcsfuse), given as the same '
+        'path.')

@@ -77,8 +77,8 @@ class WorkdirLock:
   """An exclusive flock on workdir/.lock: a second run on a live run's workdir is refused.
 
   The kernel releases it when the holder dies, even by SIGKILL. It guards local and NFS-like
-  file systems only; a gs:// workdir cannot be locked this way. With several processes, process
-  0 takes it for the run and every process learns whether it could.
+  file systems; a bucket mounted through FUSE may not honour it. With several processes,
+  process 0 takes it for the run and every process learns whether it could.
   """
 
   def __init__(self, workdir: str):

@@ -243,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Refusals that need no compilation come first (bad values, missing data, an unshared or
   # busy workdir), and the workdir is only made once the config and data are sound.
   validation.validate_config(config, mesh.size)
-  build_model(config)
+  build_model(config)  # raises for a model setting the net does not take
   dataset = load_dataset(config)
   if distributed.is_writer():
     os.makedirs(workdir, exist_ok=True)
