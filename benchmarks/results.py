@@ -7,9 +7,11 @@ so it needs neither JAX nor ml_collections; the figures need matplotlib
   python benchmarks/results.py results/h100_2026-11-27/resnet18_fast \\
       'results/h100_2026-11-27/degradation/*' --dataset_label='CIFAR-10 (JPEG copy)'
   python benchmarks/results.py 'results/h100_2026-11-27/degradation/*' --degradation
+  python benchmarks/results.py 'results/cpu_2026-11-27/resnet20_short/seed*/*' --parity
 
 The first prints the markdown table and writes each row's curves.png into its (first) workdir;
-the second writes degradation.png into the runs' common parent folder.
+the second writes degradation.png and the third parity.png (the JAX runs of
+benchmarks/accuracy.py against its PyTorch runs) into the runs' common parent folder.
 
 Runs whose configs differ only in `seed` make one row: their final test top-1 is given as
 mean ± sample standard deviation. A run that ended before its configured length (killed, out of
@@ -282,27 +284,76 @@ def degradation(runs: list[Run], path: str) -> None:
   _finish(fig, axes, plt, path, max(run.planned_epochs for run in runs))
 
 
+def parity(runs: list[Run], path: str) -> None:
+  """JAX against the PyTorch reference on identical inputs: blues for JAX, oranges for PyTorch."""
+  frameworks = {run.framework for run in runs}
+  if frameworks != {'jax', 'pytorch'}:
+    raise ValueError(f'--parity needs runs of both frameworks (benchmarks/accuracy.py writes '
+                     f'them); these are {sorted(frameworks)} only.')
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for framework, name, cmap in (('jax', 'JAX', 'Blues'), ('pytorch', 'PyTorch', 'Oranges')):
+    mine = sorted((r for r in runs if r.framework == framework), key=lambda r: r.config['seed'])
+    for shade, run in zip(_shades(len(mine)), mine):
+      color, label = plt.get_cmap(cmap)(shade), f'{name} seed {run.config["seed"]}'
+      for ax, key, scale in ((axes[0], 'loss', 1), (axes[1], 'top1', 100)):
+        # Epoch means: single log points of the two frameworks part within a few steps
+        # (float32 rounding), so only averages over an epoch can be compared by eye.
+        epochs, means = _epoch_means(run, key)
+        ax.plot(epochs, [scale * m for m in means], '--', color=color, label=f'{label} train')
+        tests = run.split('test')
+        ax.plot([row['epoch'] for row in tests], [scale * row[key] for row in tests], '-',
+                color=color, label=f'{label} test')
+  first = runs[0]
+  fig.suptitle(f'{_joined(r.model.removesuffix(" (PyTorch)") for r in runs)}, '
+               f'{first.recipe.replace("`", "")}: JAX and PyTorch on the same batches', fontsize=9)
+  axes[0].set_ylabel('loss: train (epoch mean) dashed, test solid')
+  axes[1].set_ylabel('top-1 (%)')
+  _finish(fig, axes, plt, path, max(run.planned_epochs for run in runs))
+
+
+def _epoch_means(run: Run, key: str) -> tuple[list[int], list[float]]:
+  """(epochs k, mean of row[key] over the train rows logged in epoch k, steps (k-1)*n+1..k*n)."""
+  by_epoch: dict[int, list[float]] = {}
+  for row in run.split('train'):
+    by_epoch.setdefault(-(-row['step'] // run.steps_per_epoch), []).append(row[key])
+  epochs = sorted(by_epoch)
+  return epochs, [statistics.mean(by_epoch[e]) for e in epochs]
+
+
+def _shades(count: int) -> list[float]:
+  """Colormap positions from dark to light, distinct for up to a handful of seeds."""
+  return [0.9 - 0.45 * i / max(count - 1, 1) for i in range(count)]
+
+
+def _common_parent(runs: list[Run], name: str) -> str:
+  return os.path.join(os.path.commonpath(
+      [os.path.dirname(os.path.abspath(run.workdir)) for run in runs]), name)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
   parser.add_argument('workdirs', nargs='+', help='run workdirs, as paths or globs')
   parser.add_argument('--dataset_label', help='the dataset column of every row (default: the '
                       "config's dataset, e.g. CIFAR-10); a workdir cannot tell which copy it read")
   parser.add_argument('--no_curves', action='store_true', help='the table only, no figures')
-  parser.add_argument('--degradation', action='store_true',
+  figure = parser.add_mutually_exclusive_group()
+  figure.add_argument('--degradation', action='store_true',
                       help='instead of the table and curves, the degradation figure only')
+  figure.add_argument('--parity', action='store_true',
+                      help='instead of the table and curves, the JAX-against-PyTorch figure only')
   args = parser.parse_args(argv)
   try:
     runs = find_runs(args.workdirs)
+    if not runs:
+      raise ValueError(f'No run workdir (with a config.json) in {args.workdirs}.')
+    if args.degradation or args.parity:
+      path = _common_parent(runs, 'degradation.png' if args.degradation else 'parity.png')
+      (degradation if args.degradation else parity)(runs, path)
+      print(f'Wrote {path}.', file=sys.stderr)
+      return
   except ValueError as e:
     raise SystemExit(str(e)) from e
-  if not runs:
-    raise SystemExit(f'No run workdir (with a config.json) in {args.workdirs}.')
-  if args.degradation:
-    path = os.path.join(os.path.commonpath(
-        [os.path.dirname(os.path.abspath(run.workdir)) for run in runs]), 'degradation.png')
-    degradation(runs, path)
-    print(f'Wrote {path}.', file=sys.stderr)
-    return
   groups = group_by_seed(runs)
   print('\n'.join(table(groups, args.dataset_label)))
   if not args.no_curves:

@@ -133,3 +133,21 @@ def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):
   rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))
   assert rows['ResNet-20']['top1'] == '60.00%' and rows['ResNet-20']['seeds'] == '1'
   assert rows['ResNet-20 (PyTorch)']['top1'] == '70.00%'
+
+
+def test_parity_figure_overlays_the_frameworks_and_needs_both(tmp_path, capsys):
+  pytest.importorskip('matplotlib')
+  for seed in (0, 1):
+    _write_run(tmp_path / f'seed{seed}' / 'jax', seed=seed, framework='jax')
+    _write_run(tmp_path / f'seed{seed}' / 'torch', seed=seed, framework='pytorch')
+  _main(capsys, f'{tmp_path}/seed*/*', '--parity')
+  _assert_png(tmp_path / 'parity.png')
+  with pytest.raises(SystemExit, match=r"needs runs of both frameworks.*\['jax'\] only"):
+    results.main([f'{tmp_path}/seed*/jax', '--parity'])
+
+
+def test_parity_figure_averages_train_rows_over_each_epoch():
+  rows = [{'step': step, 'split': 'train', 'epoch': step / 10, 'loss': loss}
+          for step, loss in ((5, 4.0), (10, 2.0), (15, 1.0), (20, 3.0))]
+  run = results.Run('unused', {}, {}, rows)
+  assert results._epoch_means(run, 'loss') == ([1, 2], [3.0, 2.0])  # steps 1-10, then 11-20
