@@ -1,7 +1,11 @@
-"""Every config field with its default. Each recipe in configs/ starts from this.
+"""Every config field, with its default and what it means: the base every recipe in configs/ edits.
 
-Run: python launch.py --config=configs/default.py --workdir=runs/default
+Not a recipe of its own: run one of the others (resnet18.py is these defaults with its model).
+The optimiser and schedule defaults are kuangliu/pytorch-cifar's (200 epochs, batch 128, SGD lr 0.1
+momentum 0.9, weight decay 5e-4, cosine). Durations may be given in steps or in epochs: for each
+pair, 0 means unset, and setting both is an error.
 """
+
 import ml_collections
 
 
@@ -53,28 +57,37 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'cosine'  # 'cosine' (to 0 at the last step) or 'piecewise'
+  # The warm-up's length, in steps or in epochs (0: no warm-up).
   config.schedule.warmup_steps = 0
+  config.schedule.warmup_epochs = 0.0
   # 'linear': from 0 up to learning_rate. 'constant': learning_rate * warmup_factor
   # throughout the warm-up (the paper's ResNet-110 recipe).
   config.schedule.warmup_mode = 'linear'
   config.schedule.warmup_factor = 0.1
-  # piecewise: the steps (counted from step 0) at which the rate is multiplied by decay_factor.
+  # piecewise: when the rate is multiplied by decay_factor, in steps counted from step 0, or in
+  # epochs; e.g. (32000, 48000) or boundary_epochs (100, 150).
   config.schedule.boundaries = ()
+  config.schedule.boundary_epochs = ()
   config.schedule.decay_factor = 0.1
 
   config.label_smoothing = 0.0
 
-  # Train steps per jitted call (unrolled); every *_every_steps must be a multiple of it.
-  # 4: ResNet-20 on 2 CPU cores trained 10% faster than with 1; 16 gained little more and took
-  # 48 s to compile (benchmarks/RESULTS.md).
+  # Train steps per jitted call (unrolled). Any value works with any cadence: a call ends early,
+  # in power-of-two pieces, to land exactly on an epoch end, an eval or a checkpoint.
+  # benchmarks/RESULTS.md measures the choice.
   config.steps_per_call = 4
+  # Cadences, each in steps or in epochs (fractions allowed); any positive value.
   config.log_every_steps = 100
-  config.eval_every_steps = 2000
-  config.checkpoint_every_steps = 2000
+  config.log_every_epochs = 0.0
+  config.eval_every_steps = 0
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_steps = 0
+  config.checkpoint_every_epochs = 1.0
   config.keep_checkpoints = 3
 
   # Resume even though the saved config differs in a field that changes what the run computes
-  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing).
+  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing, or
+  # an eval or checkpoint cadence that moves where the jitted calls end).
   config.allow_config_change = False
 
   # Several processes: how long each waits to see the probe file process 0 writes in the
@@ -88,8 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.profile_steps = ()
 
   config.eval = ml_collections.ConfigDict()
-  # Batch for evaluation; must divide by the device count. The last batch is padded and masked.
-  config.eval.batch_size = 500
+  # Batch for evaluation; must divide by the device count (512 does for 1 to 512 devices in
+  # powers of two). The last batch is padded and masked.
+  config.eval.batch_size = 512
   # --mode=eval restores this step; -1: the latest checkpoint.
   config.eval.step = -1
   # Also report loss, top-1 and top-5 of the logits averaged over each image and its horizontal

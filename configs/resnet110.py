@@ -6,6 +6,7 @@ returns to 0.1; here that is a constant warm-up of 400 steps at 0.1 x the base r
 
   python launch.py --config=configs/resnet110.py
 """
+
 import ml_collections
 
 from configs import paper_cifar
@@ -15,5 +16,4 @@ def get_config() -> ml_collections.ConfigDict:
   config = paper_cifar.get_config('resnet110')
   config.schedule.warmup_steps = 400
   config.schedule.warmup_mode = 'constant'
-  config.schedule.warmup_factor = 0.1
   return config

@@ -4,6 +4,7 @@ Not a published recipe for CIFAR-100, but the usual baseline; not yet measured h
 
   python launch.py --config=configs/resnet18_cifar100.py
 """
+
 import ml_collections
 
 from configs import resnet18

@@ -4,6 +4,7 @@ Published test error: 8.75% (Table 6) of He et al. 2015.
 
   python launch.py --config=configs/resnet20.py
 """
+
 import ml_collections
 
 from configs import paper_cifar

@@ -4,6 +4,7 @@ Published test error: 7.17% (Table 6) of He et al. 2015.
 
   python launch.py --config=configs/resnet44.py
 """
+
 import ml_collections
 
 from configs import paper_cifar

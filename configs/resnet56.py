@@ -4,6 +4,7 @@ Published test error: 6.97% (Table 6) of He et al. 2015.
 
   python launch.py --config=configs/resnet56.py
 """
+
 import ml_collections
 
 from configs import paper_cifar

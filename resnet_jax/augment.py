@@ -3,6 +3,7 @@
 Everything here runs inside the jitted train step, on whatever devices hold the batch, so no
 host pipeline sits between the dataset (already on the device) and the model.
 """
+
 import jax
 import jax.numpy as jnp
 

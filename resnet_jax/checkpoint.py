@@ -3,6 +3,7 @@
 Restores always go onto the current run's shardings (an abstract target built from a freshly
 initialised state), so a checkpoint written on one device count restores onto another.
 """
+
 import os
 import shutil
 import time
@@ -41,14 +42,16 @@ def restore(manager: ocp.CheckpointManager, step: int, template: Any) -> Any:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
   except Exception as e:  # orbax raises many types; all mean this folder cannot be used.
     raise UserError(
-        f'Could not restore the checkpoint of step {step} in {manager.directory}: '
-        f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset '
-        '(use the config that trained it, or another --workdir) or it is damaged. '
-        'Nothing was deleted.') from e
+      f'Could not restore the checkpoint of step {step} in {manager.directory}: '
+      f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset '
+      '(use the config that trained it, or another --workdir) or it is damaged. '
+      'Nothing was deleted.'
+    ) from e
 
 
-def restore_latest(manager: ocp.CheckpointManager, template: Any, workdir: str,
-                   unreadable_means_damaged: bool) -> Any | None:
+def restore_latest(
+  manager: ocp.CheckpointManager, template: Any, workdir: str, unreadable_means_damaged: bool
+) -> Any | None:
   """The newest checkpoint that restores, or None if there is none.
 
   With unreadable_means_damaged (the saved run had this model and dataset), a checkpoint that
@@ -67,17 +70,24 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any, workdir: str,
     failed = distributed.failed_processes(error is None)
     if not failed:
       return restored
-    error = error or UserError(f'The checkpoint of step {step} in {manager.directory} could not '
-                               f'be restored on process(es) {failed}; see their messages.')
+    error = error or UserError(
+      f'The checkpoint of step {step} in {manager.directory} could not '
+      f'be restored on process(es) {failed}; see their messages.'
+    )
     if not unreadable_means_damaged:
       raise error
     if distributed.is_writer():
-      aside = os.path.join(os.path.abspath(workdir), 'corrupt_checkpoints',
-                           f'{step}-{time.strftime("%Y%m%dT%H%M%S")}')
+      aside = os.path.join(
+        os.path.abspath(workdir), 'corrupt_checkpoints', f'{step}-{time.strftime("%Y%m%dT%H%M%S")}'
+      )
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), aside)
-      logging.warning('The checkpoint of step %d could not be restored; moved it to %s and '
-                      'trying the one before it.', step, aside)
+      logging.warning(
+        'The checkpoint of step %d could not be restored; moved it to %s and '
+        'trying the one before it.',
+        step,
+        aside,
+      )
     distributed.wait_for_all(f'checkpoint {step} moved aside')
     manager.reload()
   return None

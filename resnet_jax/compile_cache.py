@@ -1,4 +1,5 @@
 """JAX's persistent compilation cache: a resumed or repeated run skips recompiling."""
+
 import collections
 import os
 

@@ -5,6 +5,7 @@ jax.sharding.Mesh spans every device of every process. Whatever one process deci
 lock, a file it cannot see) is shared with the others here, so that no process exits while the
 others wait for it in a collective.
 """
+
 import os
 import secrets
 import time
@@ -32,41 +33,53 @@ def announced_process_count() -> int:
   return len(hosts.split(',')) if hosts else 1
 
 
-def initialize(mode: str, coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None,
-               timeout_s: int = 300) -> None:
+def initialize(
+  mode: str,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  timeout_s: int = 300,
+) -> None:
   """Starts jax.distributed when asked or announced; must run before anything uses a device.
 
   mode: 'on' always initialises (missing arguments are detected by JAX: SLURM, Open MPI, Cloud
   TPU); 'auto' initialises only when the three arguments are given or the platform announces
   several processes, so a plain one-GPU VM runs as a single process; 'off' never does.
   """
-  given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
-           'process_id': process_id}
+  given = {
+    'coordinator_address': coordinator_address,
+    'num_processes': num_processes,
+    'process_id': process_id,
+  }
   named = sorted(k for k, v in given.items() if v is not None)
   if mode not in MODES:
     raise UserError(f'--distributed={mode!r}; choose one of {", ".join(MODES)}.')
   if mode == 'off':
     if named:
-      raise UserError(f'--{", --".join(named)} given with --distributed=off: remove, or use '
-                      '--distributed=on.')
+      raise UserError(
+        f'--{", --".join(named)} given with --distributed=off: remove, or use --distributed=on.'
+      )
     return
   if named and len(named) < 3:
     missing = sorted(set(given) - set(named))
-    raise UserError(f'--{", --".join(named)} given without --{", --".join(missing)}: name all '
-                    'three (or none, on a platform JAX detects: SLURM, Open MPI, Cloud TPU).')
+    raise UserError(
+      f'--{", --".join(named)} given without --{", --".join(missing)}: name all '
+      'three (or none, on a platform JAX detects: SLURM, Open MPI, Cloud TPU).'
+    )
   if mode == 'auto' and not named and announced_process_count() <= 1:
     return
   if num_processes is not None and not 0 <= process_id < num_processes:
     raise UserError(f'--process_id={process_id} must be in [0, {num_processes}).')
   try:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               initialization_timeout=timeout_s)
+    jax.distributed.initialize(
+      coordinator_address, num_processes, process_id, initialization_timeout=timeout_s
+    )
   except (ValueError, RuntimeError) as e:
     raise UserError(
-        f'Could not start the multi-process runtime: {e}\nWith --distributed=on on a machine '
-        'that is no SLURM, Open MPI or Cloud TPU job, give --coordinator_address (process 0\'s '
-        'host:port, reachable by every process), --num_processes and --process_id.') from e
+      f'Could not start the multi-process runtime: {e}\nWith --distributed=on on a machine '
+      "that is no SLURM, Open MPI or Cloud TPU job, give --coordinator_address (process 0's "
+      'host:port, reachable by every process), --num_processes and --process_id.'
+    ) from e
 
 
 def is_writer() -> bool:
@@ -117,7 +130,8 @@ def check_shared_workdir(workdir: str, timeout_s: float) -> None:
     os.remove(probe)
   if blind:
     raise UserError(
-        f'Process(es) {", ".join(map(str, blind))} cannot see the workdir {workdir} that process '
-        f'0 writes to (waited {timeout_s:g} s for a probe file). Every process must see the same '
-        'workdir: NFS or a bucket mounted on every host (e.g. with gcsfuse), given as the same '
-        'path.')
+      f'Process(es) {", ".join(map(str, blind))} cannot see the workdir {workdir} that process '
+      f'0 writes to (waited {timeout_s:g} s for a probe file). Every process must see the same '
+      'workdir: NFS or a bucket mounted on every host (e.g. with gcsfuse), given as the same '
+      'path.'
+    )

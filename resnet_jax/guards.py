@@ -1,4 +1,5 @@
 """What keeps a run from being lost: the workdir lock, the config-change check, preemption."""
+
 from __future__ import annotations
 
 import fcntl
@@ -16,13 +17,24 @@ from resnet_jax import distributed
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
-  # Annotations only: benchmarks import this where ml_collections is not installed.
   import ml_collections
 
+  from resnet_jax.timeline import Timeline
+
 # Fields whose change alters what a resumed run computes. Everything else (run length, eval,
-# logging and checkpoint cadence, data_dir and source, caches, profiling) may change freely.
-FIELDS_THAT_MATTER = ('model.', 'dataset.name', 'dataset.validation_size', 'batch_size',
-                      'optimizer.', 'schedule.', 'seed', 'steps_per_call', 'label_smoothing')
+# logging and checkpoint cadence as long as the calls keep their stops, data_dir and source,
+# caches, profiling) may change freely.
+FIELDS_THAT_MATTER = (
+  'model.',
+  'dataset.name',
+  'dataset.validation_size',
+  'batch_size',
+  'optimizer.',
+  'schedule.',
+  'seed',
+  'steps_per_call',
+  'label_smoothing',
+)
 # Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
 # damaged rather than foreign.
 STRUCTURE_FIELDS = ('model.', 'dataset.name')
@@ -38,34 +50,48 @@ def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
-def _differences(saved: dict, config: ml_collections.ConfigDict, fields: tuple[str, ...]
-                 ) -> list[str]:
+def _differences(
+  saved: dict, config: ml_collections.ConfigDict, fields: tuple[str, ...]
+) -> list[str]:
   now = _flatten(json.loads(config.to_json_best_effort()))
   before = _flatten(saved)
-  keys = sorted(key for key in set(now) | set(before)
-                if key.startswith(fields) and before.get(key) != now.get(key))
+  keys = sorted(
+    key
+    for key in set(now) | set(before)
+    if key.startswith(fields) and before.get(key) != now.get(key)
+  )
   return [f'{key}: {before.get(key)!r} -> {now.get(key)!r}' for key in keys]
 
 
-def saved_config(workdir: str) -> dict | None:
-  """The config.json the run in workdir last wrote, or None."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+def check_config_change(
+  saved: dict | None,
+  config: ml_collections.ConfigDict,
+  saved_timeline: dict | None,
+  timeline: Timeline,
+) -> None:
+  """Refuses to resume a run under a config that would compute something else.
 
-
-def check_config_change(saved: dict | None, config: ml_collections.ConfigDict) -> None:
-  """Refuses to resume a run under a config that would compute something else."""
+  saved and saved_timeline: the workdir's config.json and timeline.json (None if absent).
+  Besides the fields that matter, the stops of the jitted calls must not move: an eval or
+  checkpoint cadence that is no multiple of steps_per_call ends calls early, and other call
+  lengths may round differently.
+  """
   if saved is None or config.allow_config_change:
     return
   changed = _differences(saved, config, FIELDS_THAT_MATTER)
+  if saved_timeline is not None:
+    before, now = tuple(saved_timeline['chunk_stops']), timeline.chunk_stops()
+    if before != now:
+      changed.append(
+        f'calls also end every {before} steps -> every {now} steps (an eval or checkpoint '
+        f'cadence that is no multiple of steps_per_call={timeline.steps_per_call} changed)'
+      )
   if changed:
     raise UserError(
-        'This workdir holds a run with a different config; resuming it would mix two '
-        'experiments:\n  ' + '\n  '.join(changed) + '\nUse another --workdir, or pass '
-        '--config.allow_config_change=True to resume anyway.')
+      'This workdir holds a run with a different config; resuming it would mix two '
+      'experiments:\n  ' + '\n  '.join(changed) + '\nUse another --workdir, or pass '
+      '--config.allow_config_change=True to resume anyway.'
+    )
 
 
 def same_structure(saved: dict | None, config: ml_collections.ConfigDict) -> bool:
@@ -88,9 +114,12 @@ class WorkdirLock:
   def __enter__(self) -> WorkdirLock:
     refusal = self._take() if distributed.is_writer() else None
     if not distributed.process_zero_value(refusal is None):
-      raise UserError(refusal or f'Another run is using {os.path.dirname(self.path)}: process 0 '
-                      'could not lock it (its message names the holder). Wait for that run to '
-                      'end or stop it, or use another --workdir.')
+      raise UserError(
+        refusal
+        or f'Another run is using {os.path.dirname(self.path)}: process 0 '
+        'could not lock it (its message names the holder). Wait for that run to '
+        'end or stop it, or use another --workdir.'
+      )
     return self
 
   def _take(self) -> str | None:
@@ -103,8 +132,10 @@ class WorkdirLock:
       holder = self._file.read().strip() or 'unknown'
       self._file.close()
       self._file = None
-      return (f'Another run (process {holder}) is using {os.path.dirname(self.path)}. '
-              'Wait for it to end or stop it, or use another --workdir.')
+      return (
+        f'Another run (process {holder}) is using {os.path.dirname(self.path)}. '
+        'Wait for it to end or stop it, or use another --workdir.'
+      )
     self._file.truncate(0)
     self._file.write(str(os.getpid()))
     self._file.flush()
@@ -133,8 +164,9 @@ class StopRequest:
     self.signal_name = None
     self._multi_process = jax.process_count() > 1
     # Python handles signals in the main thread only; elsewhere leave the defaults.
-    self._install = (not self._multi_process
-                     and threading.current_thread() is threading.main_thread())
+    self._install = (
+      not self._multi_process and threading.current_thread() is threading.main_thread()
+    )
     self._previous = {}
     self._chunks = 0
 
@@ -148,8 +180,11 @@ class StopRequest:
     if self.signal_name == 'SIGINT' and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signal_name = signal.Signals(signum).name
-    logging.warning('%s received: saving a checkpoint at the end of this chunk, then stopping '
-                    '(Ctrl-C again to stop at once, without saving).', self.signal_name)
+    logging.warning(
+      '%s received: saving a checkpoint at the end of this chunk, then stopping '
+      '(Ctrl-C again to stop at once, without saving).',
+      self.signal_name,
+    )
 
   def after_chunk(self) -> bool:
     """Called once after every chunk, on every process: whether to save and stop now."""

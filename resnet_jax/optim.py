@@ -1,5 +1,6 @@
 """What training minimises and how: the loss, optax SGD with momentum and PyTorch-style coupled
 weight decay, and the learning-rate schedules."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,26 +13,36 @@ if TYPE_CHECKING:
   # Annotations only: benchmarks import this where ml_collections is not installed.
   import ml_collections
 
+  from resnet_jax.timeline import Timeline
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           num_train_steps: int) -> optax.Schedule:
-  """The lr at each step: an optional warm-up, then cosine decay to 0 or piecewise constant."""
-  base_lr = config.optimizer.learning_rate
-  sched = config.schedule
-  warmup = sched.warmup_steps
-  if sched.name == 'cosine':
-    main = optax.cosine_decay_schedule(base_lr, decay_steps=max(num_train_steps - warmup, 1))
+
+SCHEDULES = ('cosine', 'piecewise')
+WARMUP_MODES = ('linear', 'constant')
+
+
+def learning_rate_schedule(
+  schedule: ml_collections.ConfigDict, base_lr: float, timeline: Timeline
+) -> optax.Schedule:
+  """The lr at each step: an optional warm-up, then cosine decay to 0 or piecewise constant.
+
+  schedule: the config's schedule section (its name, warm-up mode and factors); every step count
+  comes from the timeline, where epoch-based fields were resolved.
+  """
+  warmup = timeline.warmup_steps
+  if schedule.name == 'cosine':
+    main = optax.cosine_decay_schedule(base_lr, decay_steps=max(timeline.total_steps - warmup, 1))
   else:
     # Boundaries count from step 0 (as the paper's 32k/48k do), but join_schedules restarts
     # the main schedule's clock after the warm-up: shift them back.
     main = optax.piecewise_constant_schedule(
-        base_lr, {int(b) - warmup: sched.decay_factor for b in sched.boundaries})
+      base_lr, {b - warmup: schedule.decay_factor for b in timeline.boundaries}
+    )
   if warmup == 0:
     return main
-  if sched.warmup_mode == 'linear':
+  if schedule.warmup_mode == 'linear':
     warm = optax.linear_schedule(0.0, base_lr, warmup)
   else:
-    warm = optax.constant_schedule(base_lr * sched.warmup_factor)
+    warm = optax.constant_schedule(base_lr * schedule.warmup_factor)
   return optax.join_schedules([warm, main], [warmup])
 
 
@@ -40,15 +51,21 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(schedule: optax.Schedule, *, momentum: float, nesterov: bool,
-                     weight_decay: float, decay_bn_and_bias: bool) -> optax.GradientTransformation:
+def create_optimizer(
+  schedule: optax.Schedule,
+  *,
+  momentum: float,
+  nesterov: bool,
+  weight_decay: float,
+  decay_bn_and_bias: bool,
+) -> optax.GradientTransformation:
   """SGD as torch.optim.SGD: g += wd * p; v = momentum * v + g; p -= lr * v (or nesterov).
 
   decay_bn_and_bias=False exempts every 1-D parameter (BatchNorm scales and biases, biases).
   """
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=None if decay_bn_and_bias else _decay_mask),
-      optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
+    optax.add_decayed_weights(weight_decay, mask=None if decay_bn_and_bias else _decay_mask),
+    optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
   )
 
 

@@ -7,17 +7,18 @@ through `tfds.data_source` (ArrayRecord, images decoded by Pillow) into uint8 ar
 
 tensorflow_datasets itself is imported inside the functions, so the package imports without it.
 """
+
 import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
-from unittest import mock
 
 import numpy as np
 
-from resnet_jax.data import Split
+from resnet_jax import archive_source
+from resnet_jax.cifar import Split
 from resnet_jax.errors import UserError
 
 DOWNLOAD_HOST = 'www.cs.toronto.edu'  # where tfds's CIFAR builders download the archives
@@ -31,6 +32,7 @@ def _data_dir(data_dir: str) -> str:
 
 def _builder(name: str, data_dir: str):
   import tensorflow_datasets as tfds
+
   try:
     return tfds.builder(name, data_dir=_data_dir(data_dir), file_format='array_record')
   except ValueError as e:
@@ -39,10 +41,11 @@ def _builder(name: str, data_dir: str):
     if 'File format is already set' not in str(e):
       raise
     raise UserError(
-        f'{_data_dir(data_dir)} holds a copy of {name} prepared in another format than '
-        f'ArrayRecord ({e}); tfds.data_source cannot read it. Point --config.dataset.data_dir at '
-        'another folder (the default, data, is this project\'s own), where it will be prepared '
-        'as ArrayRecord.') from e
+      f'{_data_dir(data_dir)} holds a copy of {name} prepared in another format than '
+      f'ArrayRecord ({e}); tfds.data_source cannot read it. Point --config.dataset.data_dir at '
+      "another folder (the default, data, is this project's own), where it will be prepared "
+      'as ArrayRecord.'
+    ) from e
 
 
 def _probe_network(name: str, data_dir: str) -> None:
@@ -50,46 +53,49 @@ def _probe_network(name: str, data_dir: str) -> None:
   try:
     socket.create_connection((DOWNLOAD_HOST, 443), timeout=PROBE_TIMEOUT_S).close()
   except OSError as e:
-    archive = 'cifar-10-binary.tar.gz' if name == 'cifar10' else 'cifar-100-binary.tar.gz'
+    archive = archive_source.tarball(name)
     raise UserError(
-        f'{name} is not prepared in {_data_dir(data_dir)}, and {DOWNLOAD_HOST} cannot be '
-        f'reached to download it ({e}). Offline, copy the official archive {archive} into a '
-        'folder and run with --config.dataset.source=archive '
-        '--config.dataset.data_dir=THAT_FOLDER.') from e
+      f'{name} is not prepared in {_data_dir(data_dir)}, and {DOWNLOAD_HOST} cannot be '
+      f'reached to download it ({e}). Offline, copy the official archive {archive} into a '
+      'folder and run with --config.dataset.source=archive '
+      '--config.dataset.data_dir=THAT_FOLDER.'
+    ) from e
 
 
-def prepare(name: str, data_dir: str, extracted_archive: str | None = None) -> None:
-  """Prepares `name` under data_dir unless it is there already; TensorFlow runs in a child.
-
-  extracted_archive: a folder holding the extracted official archive (cifar-10-batches-bin/ or
-  cifar-100-binary/) to prepare from instead of downloading.
-  """
+def prepare(name: str, data_dir: str) -> None:
+  """Prepares `name` under data_dir unless it is there already; TensorFlow runs in a child."""
   if _builder(name, data_dir).is_prepared():
     return
-  if extracted_archive is None:
-    _probe_network(name, data_dir)
+  _probe_network(name, data_dir)
   command = [sys.executable, '-m', 'resnet_jax.tfds_source', name, _data_dir(data_dir)]
-  if extracted_archive is not None:
-    command += ['--extracted_archive', os.path.abspath(extracted_archive)]
   # The child sees no GPU: TensorFlow must not take accelerator memory beside JAX.
   env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env['PYTHONPATH'] = os.pathsep.join(filter(None, [repo, env.get('PYTHONPATH')]))
   start = time.perf_counter()
-  result = subprocess.run(command, env=env, capture_output=True, text=True,
-                          timeout=PREPARE_TIMEOUT_S)
+  result = subprocess.run(
+    command, env=env, capture_output=True, text=True, timeout=PREPARE_TIMEOUT_S
+  )
   if result.returncode != 0:
-    raise UserError(f'Preparing {name} with tensorflow-datasets in {_data_dir(data_dir)} '
-                    f'failed:\n{result.stderr[-3000:]}\nIs tensorflow-cpu installed '
-                    '(pip install -r requirements.txt)?')
-  print(f'Prepared {name} in {_data_dir(data_dir)} in {time.perf_counter() - start:.1f} s.',
-        file=sys.stderr)
+    raise UserError(
+      f'Preparing {name} with tensorflow-datasets in {_data_dir(data_dir)} '
+      f'failed:\n{result.stderr[-3000:]}\nIs tensorflow-cpu installed '
+      '(pip install -r requirements.txt)?'
+    )
+  print(
+    f'Prepared {name} in {_data_dir(data_dir)} in {time.perf_counter() - start:.1f} s.',
+    file=sys.stderr,
+  )
 
 
 def _read_split(name: str, split: str, data_dir: str) -> Split:
   import tensorflow_datasets as tfds
-  source = tfds.data_source(name, split=split, data_dir=_data_dir(data_dir), download=False,
-                            builder_kwargs={'file_format': 'array_record'})
+
+  source = tfds.data_source(
+    name,
+    split=split,
+    data_dir=_data_dir(data_dir),
+    download=False,
+    builder_kwargs={'file_format': 'array_record'},
+  )
   images = np.empty((len(source), 32, 32, 3), np.uint8)
   labels = np.empty((len(source),), np.int32)
   ids = []
@@ -108,28 +114,21 @@ def _read_split(name: str, split: str, data_dir: str) -> Split:
 def load(name: str, data_dir: str) -> tuple[Split, Split]:
   """(train, test) of a prepared dataset, in the official order."""
   import tensorflow_datasets as tfds
+
   try:
     return (_read_split(name, 'train', data_dir), _read_split(name, 'test', data_dir))
   except (tfds.core.DatasetNotFoundError, FileNotFoundError) as e:
     raise UserError(f'{name} is not prepared as ArrayRecord in {_data_dir(data_dir)} ({e}).') from e
 
 
-def _prepare_in_this_process(name: str, data_dir: str, extracted_archive: str | None) -> None:
-  """The child's work: the real tfds builder, optionally fed a local archive."""
-  import tensorflow_datasets as tfds
-  builder = _builder(name, data_dir)
-  if extracted_archive is None:
-    builder.download_and_prepare()
-    return
-  with mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
-                         lambda self, url: extracted_archive):
-    builder.download_and_prepare()
+def download_and_prepare(name: str, data_dir: str) -> None:
+  """The child's work: tfds's own builder downloads and prepares the dataset (needs TF)."""
+  _builder(name, data_dir).download_and_prepare()
 
 
 if __name__ == '__main__':
   parser = argparse.ArgumentParser(description='Prepare a CIFAR dataset with tfds (needs TF).')
   parser.add_argument('name')
   parser.add_argument('data_dir')
-  parser.add_argument('--extracted_archive', default=None)
   args = parser.parse_args()
-  _prepare_in_this_process(args.name, args.data_dir, args.extracted_archive)
+  download_and_prepare(args.name, args.data_dir)

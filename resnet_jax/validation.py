@@ -1,117 +1,217 @@
-"""Checks every config value before anything is loaded or compiled; each error names its field."""
+"""Every config value, checked once, before anything is built; each error names its field.
+
+validate_config checks each section against the registries of the modules that use it (models,
+datasets, sources, schedules), so no list of allowed values is kept twice, and the model, data
+and optimiser code trusts what passed. validate_timeline checks what only the resolved step counts
+can tell (a warm-up longer than the run, a batch larger than the training set).
+"""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from resnet_jax import data, models
+from resnet_jax import cifar, data, models, optim
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
-  # Annotations only: benchmarks import this where ml_collections is not installed.
   import ml_collections
 
-DTYPES = ('float32', 'bfloat16')
-SHORTCUTS = ('', 'A', 'B')
-SCHEDULES = ('cosine', 'piecewise')
-WARMUP_MODES = ('linear', 'constant')
+  from resnet_jax.timeline import Timeline
+
+CADENCES = ('log', 'eval', 'checkpoint')
 
 
-def _choice(value, field: str, allowed: tuple) -> None:
+def _choice(value: Any, field: str, allowed: tuple) -> None:
   if value not in allowed:
     raise UserError(f'config.{field}={value!r} is not one of {allowed}.')
 
 
-def _number(value, field: str, *, kind=int, minimum=None, maximum=None) -> None:
+def _is_int(value: Any) -> bool:
   # bool is an int in Python; a True batch size is a mistake, not a 1.
-  if isinstance(value, bool) or not isinstance(value, kind):
-    what = 'an integer' if kind is int else 'a number'
-    raise UserError(f'config.{field}={value!r} must be {what}.')
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, field: str, *, integer: bool = True, minimum=None, maximum=None) -> None:
+  if not (_is_int(value) or (not integer and isinstance(value, float))):
+    raise UserError(f'config.{field}={value!r} must be {"an integer" if integer else "a number"}.')
   if minimum is not None and value < minimum:
     raise UserError(f'config.{field}={value!r} must be at least {minimum}.')
   if maximum is not None and value > maximum:
     raise UserError(f'config.{field}={value!r} must be at most {maximum}.')
 
 
-def _flag(value, field: str) -> None:
+def _flag(value: Any, field: str) -> None:
   if not isinstance(value, bool):
     raise UserError(f'config.{field}={value!r} must be True or False.')
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises UserError for the first bad value, saying what is allowed."""
-  _choice(config.model.name, 'model.name', models.MODEL_NAMES)
-  _choice(config.model.dtype, 'model.dtype', DTYPES)
-  _choice(config.model.shortcut, 'model.shortcut', SHORTCUTS)
-  _flag(config.model.zero_init_residual, 'model.zero_init_residual')
-  _number(config.model.bn_group_size, 'model.bn_group_size', minimum=0)
+def _increasing(values: Any, field: str, *, integer: bool, example: str) -> None:
+  values = list(values)
+  if any(not (_is_int(v) or (not integer and isinstance(v, float))) for v in values) or (
+    values != sorted(set(values)) or (values and values[0] <= 0)
+  ):
+    kind = 'integer steps' if integer else 'epochs'
+    raise UserError(
+      f'config.{field}={tuple(values)!r} must be increasing positive {kind}, e.g. "{example}".'
+    )
 
-  _choice(config.dataset.name, 'dataset.name', data.DATASET_NAMES)
-  _choice(config.dataset.source, 'dataset.source', data.SOURCES)
-  _number(config.dataset.validation_size, 'dataset.validation_size', minimum=0)
 
+def _one_of_two(section: Any, prefix: str, steps: str, epochs: str, *, required: bool) -> None:
+  """A duration given in steps or in epochs: each 0 (unset) or positive, never both set."""
+  steps_field, epochs_field = prefix + steps, prefix + epochs
+  _number(section[steps], steps_field, minimum=0)
+  _number(section[epochs], epochs_field, integer=False, minimum=0)
+  if section[steps] and section[epochs]:
+    raise UserError(
+      f'config.{steps_field}={section[steps]} and config.{epochs_field}='
+      f'{section[epochs]} are both set; they are two units of one value. Set one '
+      f'of them to 0, e.g. --config.{epochs_field}=0.'
+    )
+  if required and not (section[steps] or section[epochs]):
+    raise UserError(
+      f'config.{steps_field} and config.{epochs_field} are both 0: set one, e.g. '
+      f'--config.{epochs_field}=1.'
+    )
+
+
+def _model(model: Any, batch_size: int) -> None:
+  _choice(model.name, 'model.name', models.MODEL_NAMES)
+  _choice(model.dtype, 'model.dtype', tuple(models.DTYPES))
+  allowed = models.shortcut_choices(model.name)
+  if model.shortcut not in ('', *allowed):
+    what = f'one of {allowed}' if allowed else "'' (it has no shortcuts)"
+    raise UserError(
+      f'config.model.shortcut={model.shortcut!r}: {model.name} takes {what}, or '
+      "'' for its published choice."
+    )
+  _flag(model.zero_init_residual, 'model.zero_init_residual')
+  _number(model.bn_group_size, 'model.bn_group_size', minimum=0)
+  if model.bn_group_size and batch_size % model.bn_group_size:
+    raise UserError(
+      f'config.model.bn_group_size={model.bn_group_size} must divide batch_size='
+      f'{batch_size}: BatchNorm takes its statistics over groups of that many '
+      'examples (0: over the whole batch).'
+    )
+
+
+def _dataset(dataset: Any) -> None:
+  _choice(dataset.name, 'dataset.name', cifar.DATASET_NAMES)
+  _choice(dataset.source, 'dataset.source', data.SOURCES)
+  if not isinstance(dataset.data_dir, str) or not dataset.data_dir:
+    raise UserError(f'config.dataset.data_dir={dataset.data_dir!r} must be a folder path.')
+  _number(
+    dataset.validation_size,
+    'dataset.validation_size',
+    minimum=0,
+    maximum=cifar.TRAIN_EXAMPLES[dataset.name] - 1,
+  )
+
+
+def _run_length(config: Any, num_devices: int) -> None:
   _number(config.batch_size, 'batch_size', minimum=1)
   if config.batch_size % num_devices:
-    raise UserError(f'config.batch_size={config.batch_size} must be divisible by the number of '
-                    f'devices ({num_devices}): each device takes an equal share of the batch.')
-  group = config.model.bn_group_size
-  if group and config.batch_size % group:
-    raise UserError(f'config.model.bn_group_size={group} must divide batch_size='
-                    f'{config.batch_size}: BatchNorm takes its statistics over groups of that '
-                    'many examples (0: over the whole batch).')
+    raise UserError(
+      f'config.batch_size={config.batch_size} must be divisible by the number of '
+      f'devices ({num_devices}): each device takes an equal share of the batch.'
+    )
   _number(config.num_epochs, 'num_epochs', minimum=1)
   _number(config.num_train_steps, 'num_train_steps', minimum=-1)
   if config.num_train_steps == 0:
     raise UserError('config.num_train_steps=0: use -1 (from num_epochs) or a positive count.')
   _number(config.seed, 'seed', minimum=0)
+  _number(config.label_smoothing, 'label_smoothing', integer=False, minimum=0, maximum=1)
 
-  opt = config.optimizer
-  _number(opt.learning_rate, 'optimizer.learning_rate', kind=(int, float), minimum=0)
-  _number(opt.momentum, 'optimizer.momentum', kind=(int, float), minimum=0, maximum=1)
+
+def _optimizer(opt: Any) -> None:
+  _number(opt.learning_rate, 'optimizer.learning_rate', integer=False, minimum=0)
+  _number(opt.momentum, 'optimizer.momentum', integer=False, minimum=0, maximum=1)
   _flag(opt.nesterov, 'optimizer.nesterov')
-  _number(opt.weight_decay, 'optimizer.weight_decay', kind=(int, float), minimum=0)
+  _number(opt.weight_decay, 'optimizer.weight_decay', integer=False, minimum=0)
   _flag(opt.decay_bn_and_bias, 'optimizer.decay_bn_and_bias')
 
-  sched = config.schedule
-  _choice(sched.name, 'schedule.name', SCHEDULES)
-  _number(sched.warmup_steps, 'schedule.warmup_steps', minimum=0)
-  _choice(sched.warmup_mode, 'schedule.warmup_mode', WARMUP_MODES)
-  _number(sched.warmup_factor, 'schedule.warmup_factor', kind=(int, float), minimum=0)
-  _number(sched.decay_factor, 'schedule.decay_factor', kind=(int, float), minimum=0)
-  boundaries = list(sched.boundaries)
-  if any(isinstance(b, bool) or not isinstance(b, int) for b in boundaries) or (
-      boundaries != sorted(set(boundaries))):
-    raise UserError(f'config.schedule.boundaries={sched.boundaries!r} must be increasing '
-                    'integer steps, e.g. "(32000, 48000)".')
-  if boundaries and boundaries[0] <= sched.warmup_steps:
-    raise UserError(f'config.schedule.boundaries={sched.boundaries!r} must all come after the '
-                    f'warm-up (schedule.warmup_steps={sched.warmup_steps}).')
 
-  _number(config.label_smoothing, 'label_smoothing', kind=(int, float), minimum=0, maximum=1)
+def _schedule(sched: Any) -> None:
+  _choice(sched.name, 'schedule.name', optim.SCHEDULES)
+  _one_of_two(sched, 'schedule.', 'warmup_steps', 'warmup_epochs', required=False)
+  _choice(sched.warmup_mode, 'schedule.warmup_mode', optim.WARMUP_MODES)
+  _number(sched.warmup_factor, 'schedule.warmup_factor', integer=False, minimum=0)
+  _number(sched.decay_factor, 'schedule.decay_factor', integer=False, minimum=0)
+  _increasing(sched.boundaries, 'schedule.boundaries', integer=True, example='(32000, 48000)')
+  _increasing(
+    sched.boundary_epochs, 'schedule.boundary_epochs', integer=False, example='(100, 150)'
+  )
+  if sched.boundaries and sched.boundary_epochs:
+    raise UserError(
+      'config.schedule.boundaries and config.schedule.boundary_epochs are both '
+      'set; they are two units of one value. Empty one, e.g. '
+      '--config.schedule.boundary_epochs="()".'
+    )
 
+
+def _cadences(config: Any) -> None:
   _number(config.steps_per_call, 'steps_per_call', minimum=1)
-  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
-    _number(config[field], field, minimum=1)
-    if config[field] % config.steps_per_call:
-      raise UserError(f'config.{field}={config[field]} must be a multiple of '
-                      f'steps_per_call={config.steps_per_call}: logs, evals and checkpoints '
-                      'happen between jitted chunks of steps_per_call steps.')
+  for name in CADENCES:
+    _one_of_two(config, '', f'{name}_every_steps', f'{name}_every_epochs', required=True)
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
-  _flag(config.allow_config_change, 'allow_config_change')
-  _number(config.shared_workdir_timeout_s, 'shared_workdir_timeout_s', kind=(int, float),
-          minimum=0)
-  if not isinstance(config.compilation_cache_dir, str):
-    raise UserError(f'config.compilation_cache_dir={config.compilation_cache_dir!r} must be a '
-                    'folder path, or \'\' for no cache.')
-  window = list(config.profile_steps)
-  if window and (len(window) != 2 or any(isinstance(s, bool) or not isinstance(s, int)
-                                         for s in window) or not 0 <= window[0] < window[1]):
-    raise UserError(f'config.profile_steps={config.profile_steps!r} must be empty or two steps '
-                    '(start, stop) with 0 <= start < stop, e.g. "(100, 110)".')
 
-  _number(config.eval.batch_size, 'eval.batch_size', minimum=1)
-  if config.eval.batch_size % num_devices:
-    raise UserError(f'config.eval.batch_size={config.eval.batch_size} must be divisible by the '
-                    f'number of devices ({num_devices}).')
-  _number(config.eval.step, 'eval.step', minimum=-1)
-  _flag(config.eval.flip_tta, 'eval.flip_tta')
+def _eval(ev: Any, num_devices: int) -> None:
+  _number(ev.batch_size, 'eval.batch_size', minimum=1)
+  if ev.batch_size % num_devices:
+    raise UserError(
+      f'config.eval.batch_size={ev.batch_size} must be divisible by the number of '
+      f'devices ({num_devices}).'
+    )
+  _number(ev.step, 'eval.step', minimum=-1)
+  _flag(ev.flip_tta, 'eval.flip_tta')
+
+
+def _runtime(config: Any) -> None:
+  _flag(config.allow_config_change, 'allow_config_change')
+  _number(config.shared_workdir_timeout_s, 'shared_workdir_timeout_s', integer=False, minimum=0)
+  if not isinstance(config.compilation_cache_dir, str):
+    raise UserError(
+      f'config.compilation_cache_dir={config.compilation_cache_dir!r} must be a '
+      "folder path, or '' for no cache."
+    )
+  window = list(config.profile_steps)
+  if window and (
+    len(window) != 2 or not all(map(_is_int, window)) or not 0 <= window[0] < window[1]
+  ):
+    raise UserError(
+      f'config.profile_steps={config.profile_steps!r} must be empty or two steps '
+      '(start, stop) with 0 <= start < stop, e.g. "(100, 110)".'
+    )
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises UserError for the first bad value, saying what is allowed."""
+  _model(config.model, config.batch_size)
+  _dataset(config.dataset)
+  _run_length(config, num_devices)
+  _optimizer(config.optimizer)
+  _schedule(config.schedule)
+  _cadences(config)
+  _eval(config.eval, num_devices)
+  _runtime(config)
+
+
+def validate_timeline(timeline: Timeline, num_train_examples: int, batch_size: int) -> None:
+  """What the config's values mean for this training set, once resolved to steps."""
+  if timeline.epoch_steps == 0:
+    raise UserError(
+      f'config.batch_size={batch_size} is larger than the training set '
+      f'({num_train_examples} examples): lower --config.batch_size.'
+    )
+  if timeline.boundaries and timeline.boundaries[0] <= timeline.warmup_steps:
+    raise UserError(
+      f'The schedule drops the learning rate at step {timeline.boundaries[0]}, '
+      f'within the warm-up of {timeline.warmup_steps} steps: set '
+      'config.schedule.boundaries (or boundary_epochs) after the warm-up.'
+    )
+  if timeline.warmup_steps >= timeline.total_steps:
+    raise UserError(
+      f'The warm-up ({timeline.warmup_steps} steps) is not shorter than the run '
+      f'({timeline.total_steps} steps): shorten config.schedule.warmup_steps (or '
+      'warmup_epochs) or train longer.'
+    )

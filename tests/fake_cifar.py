@@ -28,7 +28,7 @@ class FakeCifar:
 
 
 def _examples(
-    rng: np.random.Generator, n: int, num_classes: int, learnable: bool = False
+  rng: np.random.Generator, n: int, num_classes: int, learnable: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
   labels = rng.integers(0, num_classes, n).astype(np.int32)
   if not learnable:
@@ -52,11 +52,11 @@ def _label_names(prefix: str, count: int) -> bytes:
 
 
 def _write(
-    directory: pathlib.Path,
-    folder: str,
-    tarball: str,
-    files: dict[str, bytes],
-    form: str,
+  directory: pathlib.Path,
+  folder: str,
+  tarball: str,
+  files: dict[str, bytes],
+  form: str,
 ) -> None:
   directory.mkdir(parents=True, exist_ok=True)
   if form == 'bins':
@@ -75,12 +75,12 @@ def _write(
 
 
 def write_cifar10(
-    directory: pathlib.Path,
-    records_per_batch: int = 20,
-    test_records: int = 20,
-    seed: int = 0,
-    form: str = 'bins',
-    learnable: bool = False,
+  directory: pathlib.Path,
+  records_per_batch: int = 20,
+  test_records: int = 20,
+  seed: int = 0,
+  form: str = 'bins',
+  learnable: bool = False,
 ) -> FakeCifar:
   """Writes data_batch_1..5.bin and test_batch.bin with random examples.
 
@@ -92,9 +92,7 @@ def write_cifar10(
   files = {}
   for i in range(5):
     batch = slice(i * records_per_batch, (i + 1) * records_per_batch)
-    files[f'data_batch_{i + 1}.bin'] = _records(
-        [train_labels[batch]], train_images[batch]
-    )
+    files[f'data_batch_{i + 1}.bin'] = _records([train_labels[batch]], train_images[batch])
   files['test_batch.bin'] = _records([test_labels], test_images)
   files['batches.meta.txt'] = _label_names('class', 10)
   _write(directory, 'cifar-10-batches-bin', 'cifar-10-binary.tar.gz', files, form)
@@ -102,25 +100,21 @@ def write_cifar10(
 
 
 def write_cifar100(
-    directory: pathlib.Path,
-    train_records: int = 40,
-    test_records: int = 20,
-    seed: int = 0,
-    form: str = 'bins',
+  directory: pathlib.Path,
+  train_records: int = 40,
+  test_records: int = 20,
+  seed: int = 0,
+  form: str = 'bins',
 ) -> FakeCifar:
   """Writes train.bin and test.bin; each record also carries a random coarse label."""
   rng = np.random.default_rng(seed)
   train_images, train_labels = _examples(rng, train_records, 100)
   test_images, test_labels = _examples(rng, test_records, 100)
   files = {
-      'train.bin': _records(
-          [rng.integers(0, 20, train_records), train_labels], train_images
-      ),
-      'test.bin': _records(
-          [rng.integers(0, 20, test_records), test_labels], test_images
-      ),
-      'coarse_label_names.txt': _label_names('superclass', 20),
-      'fine_label_names.txt': _label_names('class', 100),
+    'train.bin': _records([rng.integers(0, 20, train_records), train_labels], train_images),
+    'test.bin': _records([rng.integers(0, 20, test_records), test_labels], test_images),
+    'coarse_label_names.txt': _label_names('superclass', 20),
+    'fine_label_names.txt': _label_names('class', 100),
   }
   _write(directory, 'cifar-100-binary', 'cifar-100-binary.tar.gz', files, form)
   return FakeCifar(train_images, train_labels, test_images, test_labels)

@@ -1,4 +1,5 @@
 """Augmentation really crops and flips, keeps shapes and dtypes, and normalises per channel."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,9 +24,15 @@ def test_each_output_is_a_shifted_and_maybe_flipped_window_of_the_padded_input()
   padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
   found = {'offsets': set(), 'flips': set()}
   for i in range(len(images)):
-    matches = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
-               if np.array_equal(out[i], (lambda w: w[:, ::-1] if flip else w)(
-                   padded[i, dy:dy + 32, dx:dx + 32]))]
+    matches = [
+      (dy, dx, flip)
+      for dy in range(9)
+      for dx in range(9)
+      for flip in (False, True)
+      if np.array_equal(
+        out[i], (lambda w: w[:, ::-1] if flip else w)(padded[i, dy : dy + 32, dx : dx + 32])
+      )
+    ]
     assert len(matches) == 1, f'example {i} is not a single crop of its padded image'
     dy, dx, flip = matches[0]
     found['offsets'].add((dy, dx))

@@ -1,4 +1,5 @@
 """launch.py end to end, as a user runs it: train, eval, and the errors for bad input."""
+
 import json
 import re
 import signal
@@ -7,29 +8,25 @@ import sys
 
 import pytest
 
+from resnet_jax import records
 from tests import fake_cifar
 from tests.launching import REPO, TIMEOUT_S, env, launch
 
 
 @pytest.fixture(scope='module')
-def cifar_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('cifar10')
-  fake_cifar.write_cifar10(directory, records_per_batch=8, learnable=True, form='tarball')
-  return directory
-
-
-@pytest.fixture(scope='module')
 def trained(cifar_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  f'--workdir={workdir}')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result
 
 
 def _rows(workdir):
-  with open(workdir / 'metrics.jsonl') as f:
-    return [json.loads(line) for line in f]
+  return records.read_metrics(str(workdir))
 
 
 def test_train_writes_the_run_records(trained):
@@ -43,10 +40,44 @@ def test_train_writes_the_run_records(trained):
   assert 'img/s' in result.stderr and 'ETA' in result.stderr
 
 
+def test_the_console_says_what_runs_and_keeps_library_noise_out(trained):
+  _, result = trained
+  lines = [line.split('] ', 1)[-1] for line in result.stderr.splitlines()]
+  assert lines[:4] == [
+    'resnet_test on cifar10: 8 steps (10 per epoch, 0.8 epochs), global batch 8',
+    'devices: 4 x cpu',
+    f'workdir: {trained[0]}',
+    'Starting fresh: no checkpoint in the workdir yet.',
+  ]
+  # jax's backend search and orbax's per-checkpoint lines are INFO: filtered out.
+  assert 'Unable to initialize backend' not in result.stderr
+  assert 'orbax' not in result.stderr
+
+
+def test_any_cadence_works_with_the_default_steps_per_call(cifar_dir, tmp_path):
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={tmp_path}',
+    '--config.steps_per_call=4',
+    '--config.num_train_steps=100',
+    '--config.log_every_steps=10',
+    '--config.checkpoint_every_steps=50',
+    '--config.eval_every_steps=50',
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert [r['step'] for r in _rows(tmp_path) if r['split'] == 'train'] == list(range(10, 101, 10))
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [50, 100]
+
+
 def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
   workdir, _ = trained
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  f'--workdir={workdir}', '--mode=eval')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+    '--mode=eval',
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   evaluated = json.loads((workdir / 'eval_8.json').read_text())
   final = [r for r in _rows(workdir) if r['split'] == 'test'][-1]
@@ -57,9 +88,12 @@ def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
 
 
 def test_workdir_defaults_to_runs_and_the_config_name(cifar_dir, tmp_path):
-  result = launch(f'--config={REPO}/configs/resnet_test.py',
-                  f'--config.dataset.data_dir={cifar_dir}', '--config.num_train_steps=2',
-                  cwd=tmp_path)
+  result = launch(
+    f'--config={REPO}/configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    '--config.num_train_steps=2',
+    cwd=tmp_path,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert (tmp_path / 'runs' / 'resnet_test' / 'checkpoints' / '2').is_dir()
 
@@ -71,26 +105,37 @@ def _assert_refused(result, *words):
     assert word in result.stderr, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize('override, words', [
+@pytest.mark.parametrize(
+  'override, words',
+  [
     ('--config.model.name=resnet21', ['model.name', 'resnet20']),
     ('--config.dataset.name=mnist', ['dataset.name', 'cifar100']),
     ('--config.model.nmae=resnet20', ['unknown config field', 'name']),
     ('--config.batch_size=6', ['divisible by the number of devices (4)']),
     ('--config.eval_every_steps=3', ['eval_every_steps', 'multiple of steps_per_call']),
     ('--config.batch_size=abc', ['batch_size']),
-])
+  ],
+)
 def test_bad_config_is_refused_without_touching_the_run(trained, cifar_dir, override, words):
   workdir, _ = trained
   before = sorted(str(p) for p in workdir.rglob('*'))
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  f'--workdir={workdir}', '--config.num_train_steps=12', override)
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+    '--config.num_train_steps=12',
+    override,
+  )
   _assert_refused(result, *words)
   assert sorted(str(p) for p in workdir.rglob('*')) == before
 
 
 def test_missing_data_is_refused(tmp_path):
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={tmp_path}',
-                  f'--workdir={tmp_path / "run"}')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={tmp_path}',
+    f'--workdir={tmp_path / "run"}',
+  )
   _assert_refused(result, 'cifar-10-binary.tar.gz', '--config.dataset.data_dir')
   assert not (tmp_path / 'run').exists()
 
@@ -100,27 +145,36 @@ def test_malformed_archive_is_refused(tmp_path):
   fake_cifar.write_cifar10(tmp_path / 'data')
   with open(tmp_path / 'data' / 'data_batch_3.bin', 'ab') as f:
     f.write(b'\0' * 100)  # no longer a whole number of records
-  result = launch('--config=configs/resnet_test.py',
-                  f'--config.dataset.data_dir={tmp_path / "data"}',
-                  f'--workdir={tmp_path / "run"}')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={tmp_path / "data"}',
+    f'--workdir={tmp_path / "run"}',
+  )
   _assert_refused(result, 'data_batch_3.bin')
 
 
 def test_eval_without_a_checkpoint_is_refused(cifar_dir, tmp_path):
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  f'--workdir={tmp_path}', '--mode=eval')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={tmp_path}',
+    '--mode=eval',
+  )
   _assert_refused(result, 'No checkpoints', '--mode=train')
   assert list(tmp_path.iterdir()) == []
 
 
 def test_tensorboard_events_hold_the_logged_scalars(trained):
   from tensorboard.backend.event_processing import event_accumulator
+
   workdir, _ = trained
   events = event_accumulator.EventAccumulator(str(workdir / 'tensorboard'))
   events.Reload()
   rows = _rows(workdir)
-  for split, names in (('train', ('loss', 'top1', 'lr', 'images_per_second')),
-                       ('test', ('loss', 'top1', 'top5'))):
+  for split, names in (
+    ('train', ('loss', 'top1', 'lr', 'images_per_second')),
+    ('test', ('loss', 'top1', 'top5')),
+  ):
     for name in names:
       logged = {r['step']: r[name] for r in rows if r['split'] == split and name in r}
       scalars = {e.step: e.value for e in events.Scalars(f'{split}/{name}')}
@@ -130,10 +184,15 @@ def test_tensorboard_events_hold_the_logged_scalars(trained):
 
 
 def test_compilation_cache_hits_on_a_second_run_and_profile_steps_write_a_trace(
-    cifar_dir, tmp_path, monkeypatch):
+  cifar_dir, tmp_path, monkeypatch
+):
   monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')  # cache tiny programs
-  args = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-          f'--config.compilation_cache_dir={tmp_path / "cache"}', '--config.num_train_steps=4']
+  args = [
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--config.compilation_cache_dir={tmp_path / "cache"}',
+    '--config.num_train_steps=4',
+  ]
   first = launch(*args, f'--workdir={tmp_path / "a"}', '--config.profile_steps=(2, 4)')
   assert first.returncode == 0, first.stderr[-3000:]
   assert re.search(r'compilation cache \S+: 0 hits, [1-9]\d* misses', first.stderr)
@@ -144,10 +203,14 @@ def test_compilation_cache_hits_on_a_second_run_and_profile_steps_write_a_trace(
 
 
 @pytest.mark.parametrize('train_devices, eval_devices', [(4, 1), (1, 2)])
-def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, train_devices,
-                                                          eval_devices):
-  common = ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-            f'--workdir={tmp_path}']
+def test_a_checkpoint_restores_onto_another_device_count(
+  cifar_dir, tmp_path, train_devices, eval_devices
+):
+  common = [
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={tmp_path}',
+  ]
   trained = launch(*common, '--config.num_train_steps=4', devices=train_devices)
   assert trained.returncode == 0, trained.stderr[-3000:]
   evaluated = launch(*common, '--mode=eval', devices=eval_devices)
@@ -165,9 +228,15 @@ def test_a_checkpoint_restores_onto_another_device_count(cifar_dir, tmp_path, tr
 
 def _start_long_run(cifar_dir, workdir) -> tuple[list[str], subprocess.Popen, list[str]]:
   """Starts a 400-step run and returns (command, process, stderr lines) once it is training."""
-  command = [sys.executable, str(REPO / 'launch.py'), '--config=configs/resnet_test.py',
-             f'--config.dataset.data_dir={cifar_dir}', f'--workdir={workdir}',
-             '--config.num_train_steps=400', '--config.checkpoint_every_steps=200']
+  command = [
+    sys.executable,
+    str(REPO / 'launch.py'),
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+    '--config.num_train_steps=400',
+    '--config.checkpoint_every_steps=200',
+  ]
   child = subprocess.Popen(command, cwd=REPO, env=env(4), stderr=subprocess.PIPE, text=True)
   lines = []
   for line in child.stderr:
@@ -191,8 +260,14 @@ def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir,
   assert 0 < step < 400 and (tmp_path / 'checkpoints' / str(step)).is_dir()
   assert 'Traceback' not in rest
 
-  resumed = subprocess.run(command + ['--config.num_train_steps=' + str(step + 4)], cwd=REPO,
-                           env=env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
+  resumed = subprocess.run(
+    command + ['--config.num_train_steps=' + str(step + 4)],
+    cwd=REPO,
+    env=env(4),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT_S,
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resumed from the checkpoint of step {step}' in resumed.stderr
 
@@ -208,20 +283,32 @@ def test_a_second_run_on_a_live_workdir_is_refused(cifar_dir, tmp_path):
 
 
 def test_a_url_workdir_is_refused(cifar_dir):
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  '--workdir=gs://bucket/run')
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    '--workdir=gs://bucket/run',
+  )
   _assert_refused(result, 'gcsfuse', 'gs://bucket/run')
 
 
-@pytest.mark.parametrize('flags, words', [
+@pytest.mark.parametrize(
+  'flags, words',
+  [
     (['--distributed=on'], ['multi-process runtime', '--coordinator_address']),
     (['--num_processes=2'], ['without --coordinator_address, --process_id']),
     (['--distributed=off', '--process_id=1'], ['--process_id given with --distributed=off']),
-    (['--coordinator_address=127.0.0.1:1', '--num_processes=2', '--process_id=2'],
-     ['--process_id=2 must be in [0, 2)']),
-])
+    (
+      ['--coordinator_address=127.0.0.1:1', '--num_processes=2', '--process_id=2'],
+      ['--process_id=2 must be in [0, 2)'],
+    ),
+  ],
+)
 def test_bad_multi_process_flags_are_refused(cifar_dir, tmp_path, flags, words):
-  result = launch('--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-                  f'--workdir={tmp_path / "run"}', *flags)
+  result = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={tmp_path / "run"}',
+    *flags,
+  )
   _assert_refused(result, *words)
   assert not (tmp_path / 'run').exists()

@@ -3,6 +3,7 @@
 Each process is a launch.py child with its own forced CPU devices, as a user starts one per host.
 Every child is bounded by a timeout, so a hang fails the test instead of the CI run.
 """
+
 import fcntl
 import json
 import os
@@ -18,8 +19,7 @@ import numpy as np
 import pytest
 
 from configs import resnet_test
-from resnet_jax import checkpoint, train
-from tests import fake_cifar
+from resnet_jax import checkpoint, records, setup
 from tests.launching import REPO, TIMEOUT_S, env, launch
 
 
@@ -39,12 +39,23 @@ class Processes:
     self.children = []
     for i in range(num):
       with open(self.logs[i], 'w') as log:
-        self.children.append(subprocess.Popen(
-            [sys.executable, str(REPO / 'launch.py'), *args, '--distributed=on',
-             f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num}',
-             f'--process_id={i}'],
-            cwd=cwds[i] if cwds else REPO, env=env(devices), stdout=log,
-            stderr=subprocess.STDOUT))
+        self.children.append(
+          subprocess.Popen(
+            [
+              sys.executable,
+              str(REPO / 'launch.py'),
+              *args,
+              '--distributed=on',
+              f'--coordinator_address=127.0.0.1:{port}',
+              f'--num_processes={num}',
+              f'--process_id={i}',
+            ],
+            cwd=cwds[i] if cwds else REPO,
+            env=env(devices),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+          )
+        )
 
   def stderr(self, i: int) -> str:
     return self.logs[i].read_text()
@@ -71,16 +82,13 @@ def _run(num, devices, args, logs, cwds=None) -> tuple[list[int], list[str]]:
   return codes, [processes.stderr(i) for i in range(num)]
 
 
-@pytest.fixture(scope='module')
-def cifar_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('cifar10')
-  fake_cifar.write_cifar10(directory, records_per_batch=8, learnable=True, form='tarball')
-  return directory
-
-
 def _args(cifar_dir, workdir, *extra):
-  return ['--config=configs/resnet_test.py', f'--config.dataset.data_dir={cifar_dir}',
-          f'--workdir={workdir}', *extra]
+  return [
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+    *extra,
+  ]
 
 
 @pytest.fixture(scope='module')
@@ -92,8 +100,7 @@ def runs(cifar_dir, tmp_path_factory):
   workdirs = {1: single}
   for num, devices in ((2, 2), (4, 1)):
     workdir = tmp_path_factory.mktemp(f'{num}_processes')
-    codes, stderrs = _run(num, devices, _args(cifar_dir, workdir),
-                          tmp_path_factory.mktemp('logs'))
+    codes, stderrs = _run(num, devices, _args(cifar_dir, workdir), tmp_path_factory.mktemp('logs'))
     assert codes == [0] * num, '\n'.join(s[-2000:] for s in stderrs)
     workdirs[num] = workdir
     (workdir / 'stderrs.json').write_text(json.dumps(stderrs))
@@ -103,7 +110,7 @@ def runs(cifar_dir, tmp_path_factory):
 def _final_state(workdir, cifar_dir):
   config = resnet_test.get_config()
   config.dataset.data_dir = str(cifar_dir)
-  template = train.setup(config).state
+  template = setup.setup(config).state
   manager = checkpoint.create_manager(str(workdir), create=False)
   state = checkpoint.restore(manager, config.num_train_steps, template)
   manager.close()
@@ -111,7 +118,7 @@ def _final_state(workdir, cifar_dir):
 
 
 def _rows(workdir):
-  return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return records.read_metrics(str(workdir))
 
 
 @pytest.mark.parametrize('num', [2, 4])
@@ -119,13 +126,13 @@ def test_several_processes_train_as_one_process_with_the_same_devices(runs, cifa
   expected, got = _final_state(runs[1], cifar_dir), _final_state(runs[num], cifar_dir)
   assert int(got.step) == 8
   for name in ('params', 'batch_stats', 'opt_state'):
-    for a, b in zip(*(jax.tree.leaves(getattr(s, name)) for s in (expected, got)),
-                    strict=True):
+    for a, b in zip(*(jax.tree.leaves(getattr(s, name)) for s in (expected, got)), strict=True):
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
   expected_rows, rows = _rows(runs[1]), _rows(runs[num])
   assert [(r['step'], r['split']) for r in rows] == [(r['step'], r['split']) for r in expected_rows]
-  np.testing.assert_allclose([r['loss'] for r in rows], [r['loss'] for r in expected_rows],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [r['loss'] for r in rows], [r['loss'] for r in expected_rows], rtol=1e-5
+  )
 
 
 @pytest.mark.parametrize('num', [2, 4])
@@ -163,8 +170,9 @@ def test_a_workdir_one_process_cannot_see_is_refused_on_every_process(cifar_dir,
   for cwd in cwds:
     (cwd / 'configs').mkdir(parents=True)
     (cwd / 'configs' / 'resnet_test.py').write_text((REPO / 'configs/resnet_test.py').read_text())
-  codes, stderrs = _run(2, 2, _args(cifar_dir, 'run', '--config.shared_workdir_timeout_s=1'),
-                        tmp_path, cwds)
+  codes, stderrs = _run(
+    2, 2, _args(cifar_dir, 'run', '--config.shared_workdir_timeout_s=1'), tmp_path, cwds
+  )
   _assert_refused_everywhere(codes, stderrs, 'Process(es) 1 cannot see the workdir')
   assert not list((cwds[0] / 'run').iterdir())  # probe removed, nothing else written
 
@@ -183,22 +191,28 @@ def test_a_locked_workdir_is_refused_on_every_process(cifar_dir, tmp_path):
 
 
 def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, tmp_path):
-  args = _args(cifar_dir, tmp_path / 'run', '--config.num_train_steps=400',
-               '--config.checkpoint_every_steps=200')
+  args = _args(
+    cifar_dir,
+    tmp_path / 'run',
+    '--config.num_train_steps=400',
+    '--config.checkpoint_every_steps=200',
+  )
   processes = Processes(2, 2, args, tmp_path)
   processes.wait_for(0, 'First call')
   processes.children[1].send_signal(signal.SIGTERM)  # the notice reaches process 1 alone
   codes = processes.finish()
   stderrs = [processes.stderr(i) for i in range(2)]
   assert codes == [75, 75], '\n'.join(s[-2000:] for s in stderrs)
-  steps = [re.search(r'Stopped by a preemption notice.* checkpoint of step (\d+)', s)
-           for s in stderrs]
+  steps = [
+    re.search(r'Stopped by a preemption notice.* checkpoint of step (\d+)', s) for s in stderrs
+  ]
   assert all(steps), stderrs
   step = int(steps[0].group(1))
   assert int(steps[1].group(1)) == step and 0 < step < 400
   assert (tmp_path / 'run' / 'checkpoints' / str(step)).is_dir()
 
-  codes, stderrs = _run(2, 2, args[:-2] + [f'--config.num_train_steps={step + 4}'],
-                        tmp_path / 'resumed')
+  codes, stderrs = _run(
+    2, 2, args[:-2] + [f'--config.num_train_steps={step + 4}'], tmp_path / 'resumed'
+  )
   assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
   assert f'Resumed from the checkpoint of step {step}' in stderrs[0]

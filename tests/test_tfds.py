@@ -1,4 +1,6 @@
 """The tfds source: mock data, the real CIFAR builders on small archives, and the offline error."""
+
+import os
 import pathlib
 import socket
 import subprocess
@@ -10,14 +12,27 @@ import pytest
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from resnet_jax import data, tfds_source  # pylint: disable=g-import-not-at-top
-from resnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-from tests import fake_cifar  # pylint: disable=g-import-not-at-top
+from resnet_jax import archive_source, cifar, data, tfds_source  # noqa: E402
+from resnet_jax.errors import UserError  # noqa: E402
+from tests import fake_cifar  # noqa: E402
 
 WRITERS = {'cifar10': fake_cifar.write_cifar10, 'cifar100': fake_cifar.write_cifar100}
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('name', data.DATASET_NAMES)
+def _prepare_offline(name: str, data_dir: pathlib.Path, archive: pathlib.Path) -> None:
+  """tfds's real builder on a local archive, in a child process as tfds_source.prepare runs it."""
+  subprocess.run(
+    [sys.executable, '-m', 'tests.tfds_offline', name, str(data_dir), str(archive)],
+    check=True,
+    timeout=300,
+    cwd=REPO,
+    capture_output=True,
+    env={**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '2'},
+  )
+
+
+@pytest.mark.parametrize('name', cifar.DATASET_NAMES)
 def test_mock_data_reads_into_uint8_arrays(name, tmp_path):
   with tfds.testing.mock_data(num_examples=12):
     dataset = data.load(name, 'tfds', str(tmp_path), validation_size=4)
@@ -25,15 +40,15 @@ def test_mock_data_reads_into_uint8_arrays(name, tmp_path):
   assert dataset.validation.images.shape == (4, 32, 32, 3)
   assert dataset.test.images.shape == (12, 32, 32, 3)
   assert dataset.train.images.dtype == np.uint8 and dataset.train.labels.dtype == np.int32
-  assert dataset.num_classes == data.NUM_CLASSES[name]
+  assert dataset.num_classes == cifar.NUM_CLASSES[name]
   assert 0 <= dataset.test.labels.min() and dataset.test.labels.max() < dataset.num_classes
 
 
-@pytest.mark.parametrize('name', data.DATASET_NAMES)
+@pytest.mark.parametrize('name', cifar.DATASET_NAMES)
 def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, tmp_path):
   fake = WRITERS[name](tmp_path / 'archive', form='parent')
   start = time.perf_counter()
-  tfds_source.prepare(name, str(tmp_path / 'tfds'), extracted_archive=str(tmp_path / 'archive'))
+  _prepare_offline(name, tmp_path / 'tfds', tmp_path / 'archive')
   print(f'prepared {name} in {time.perf_counter() - start:.1f} s')
   train, test = tfds_source.load(name, str(tmp_path / 'tfds'))
   np.testing.assert_array_equal(train.images, fake.train_images)
@@ -41,7 +56,7 @@ def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, t
   np.testing.assert_array_equal(test.images, fake.test_images)
   np.testing.assert_array_equal(test.labels, fake.test_labels)
   # The same arrays as the archive source gives: the two sources are interchangeable.
-  archive_train, _ = data.load_archive(name, str(tmp_path / 'archive'))
+  archive_train, _ = archive_source.load(name, str(tmp_path / 'archive'))
   np.testing.assert_array_equal(train.images, archive_train.images)
   # Prepared once: a second prepare finds it and starts no child.
   start = time.perf_counter()
@@ -52,20 +67,22 @@ def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, t
 def test_tensorflow_never_loads_into_the_training_process(tmp_path):
   # A fresh interpreter: this one may have loaded TensorFlow for other tests' readers.
   fake_cifar.write_cifar10(tmp_path / 'archive', form='parent')
-  script = f'''
+  _prepare_offline('cifar10', tmp_path / 'tfds', tmp_path / 'archive')
+  script = f"""
 import sys
 from resnet_jax import models
 assert 'tensorflow_datasets' not in sys.modules, 'models imports tfds'
-from resnet_jax import metrics, tfds_source, train
-tfds_source.prepare('cifar10', {str(tmp_path / 'tfds')!r}, {str(tmp_path / 'archive')!r})
+from resnet_jax import records, tfds_source, train
+tfds_source.prepare('cifar10', {str(tmp_path / 'tfds')!r})  # prepared: starts no child
 tfds_source.load('cifar10', {str(tmp_path / 'tfds')!r})
-log = metrics.MetricsLog({str(tmp_path / 'run')!r}, 0)
+log = records.MetricsLog({str(tmp_path / 'run')!r}, 0)
 log.write(1, 'train', {{'loss': 1.0}})
 log.close()
 print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
-'''
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          timeout=300, cwd=pathlib.Path(__file__).resolve().parents[1])
+"""
+  result = subprocess.run(
+    [sys.executable, '-c', script], capture_output=True, text=True, timeout=300, cwd=REPO
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == '[]'
 
@@ -73,29 +90,40 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
 def test_offline_fails_within_seconds_naming_the_archive_source(tmp_path, monkeypatch):
   def unreachable(address, timeout=None):
     raise OSError(101, 'Network is unreachable')
+
   monkeypatch.setattr(socket, 'create_connection', unreachable)
   start = time.perf_counter()
   with pytest.raises(UserError) as error:
     tfds_source.prepare('cifar10', str(tmp_path))
   assert time.perf_counter() - start < 5
   message = str(error.value)
-  for words in ('cannot be reached', 'Network is unreachable', 'cifar-10-binary.tar.gz',
-                '--config.dataset.source=archive', '--config.dataset.data_dir'):
+  for words in (
+    'cannot be reached',
+    'Network is unreachable',
+    'cifar-10-binary.tar.gz',
+    '--config.dataset.source=archive',
+    '--config.dataset.data_dir',
+  ):
     assert words in message, message
 
 
 def test_a_tfrecord_copy_is_refused_with_what_to_do(tmp_path):
   fake_cifar.write_cifar10(tmp_path / 'archive', form='parent')
   # tfds.load's default format, as an existing ~/tensorflow_datasets may hold it.
-  script = f'''
+  script = f"""
 from unittest import mock
 import tensorflow_datasets as tfds
 with mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
                        lambda self, url: {str(tmp_path / 'archive')!r}):
   tfds.builder('cifar10', data_dir={str(tmp_path / 'tfds')!r},
                file_format='tfrecord').download_and_prepare()
-'''
-  subprocess.run([sys.executable, '-c', script], check=True, timeout=300,
-                 env={'CUDA_VISIBLE_DEVICES': '', 'PATH': ''}, capture_output=True)
+"""
+  subprocess.run(
+    [sys.executable, '-c', script],
+    check=True,
+    timeout=300,
+    env={'CUDA_VISIBLE_DEVICES': '', 'PATH': ''},
+    capture_output=True,
+  )
   with pytest.raises(UserError, match='other format than ArrayRecord.*data_source cannot'):
     tfds_source.prepare('cifar10', str(tmp_path / 'tfds'))

@@ -1,22 +1,12 @@
 """Training: loss falls, device count does not change the numbers, resume continues exactly."""
-import json
 
 import jax
 import numpy as np
 import pytest
 
 from configs import resnet_test
-from resnet_jax import checkpoint, models, parallel, train
+from resnet_jax import checkpoint, cifar, models, parallel, records, setup, train, validation
 from resnet_jax.errors import UserError
-from tests import fake_cifar
-
-
-@pytest.fixture(scope='module')
-def cifar_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('cifar10')
-  fake = fake_cifar.write_cifar10(directory, records_per_batch=8, test_records=20,
-                                  learnable=True)
-  return directory, fake
 
 
 def _config(data_dir, **overrides):
@@ -27,17 +17,21 @@ def _config(data_dir, **overrides):
 
 
 def _rows(workdir, split):
-  with open(workdir / 'metrics.jsonl') as f:
-    return [row for row in map(json.loads, f) if row['split'] == split]
+  return records.read_metrics(str(workdir), split)
 
 
 def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
-  # Images coloured by class: 80 steps must bring the train loss well down and the test
-  # accuracy well above chance (10%).
-  config = _config(cifar_dir[0], num_train_steps=80, log_every_steps=20, eval_every_steps=80,
-                   checkpoint_every_steps=80, steps_per_call=4)
+  # Images coloured by class: 80 steps (cosine to 0) must bring the train loss well down and the
+  # test accuracy well above chance (10%).
+  config = _config(
+    cifar_dir,
+    num_train_steps=80,
+    log_every_steps=20,
+    eval_every_steps=80,
+    checkpoint_every_steps=80,
+    steps_per_call=4,
+  )
   config.optimizer.weight_decay = 0.0
-  config.schedule.name = 'piecewise'
   train.train_and_evaluate(config, str(tmp_path))
   losses = [row['loss'] for row in _rows(tmp_path, 'train')]
   assert len(losses) == 4
@@ -51,7 +45,7 @@ def _final_params(config, workdir, devices):
 
 
 def test_one_device_and_four_devices_train_the_same(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0])
+  config = _config(cifar_dir)
   one = _final_params(config, tmp_path / 'one', jax.devices()[:1])
   four = _final_params(config, tmp_path / 'four', jax.devices())
   assert int(one.step) == int(four.step) == config.num_train_steps
@@ -61,50 +55,103 @@ def test_one_device_and_four_devices_train_the_same(cifar_dir, tmp_path):
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
-def test_resume_continues_the_step_count_and_replays_exactly(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0])
+@pytest.mark.parametrize(
+  'cadences',
+  [
+    {},  # resnet_test's: every stop a multiple of steps_per_call=2, and the 5-step epochs
+    {
+      'steps_per_call': 4,
+      'log_every_steps': 3,
+      'eval_every_steps': 7,
+      'checkpoint_every_steps': 3,
+      'eval_every_epochs': 0.0,
+    },
+  ],
+  ids=['aligned', 'unaligned'],
+)
+def test_resume_continues_the_step_count_and_replays_exactly(cifar_dir, tmp_path, cadences):
+  config = _config(cifar_dir, num_train_steps=12, **cadences)
   # A schedule that does not depend on the run length, which the stopped run shortens.
-  config.schedule.update(name='piecewise', boundaries=(3, 6))
+  config.schedule.update(name='piecewise', boundaries=(3, 9))
   uninterrupted = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'whole')))
 
-  # The same run stopped at step 4 (its checkpoint), then started again for the full length.
-  config.num_train_steps = 4
+  # The same run stopped at step 6 (a checkpoint), then started again for the full length.
+  config.num_train_steps = 6
   train.train_and_evaluate(config, str(tmp_path / 'split'))
   manager = checkpoint.create_manager(str(tmp_path / 'split'), create=False)
-  assert manager.all_steps() == [4]
+  assert max(manager.all_steps()) == 6
   manager.close()
-  config.num_train_steps = 8
+  config.num_train_steps = 12
   resumed = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'split')))
 
-  assert int(resumed.step) == 8
+  assert int(resumed.step) == 12
   for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
   # The metrics of the resumed run continue, without rows from before the restart repeated.
-  steps = [row['step'] for row in _rows(tmp_path / 'split', 'train')]
-  assert steps == [2, 4, 6, 8]
+  whole, split = (_rows(tmp_path / name, 'train') for name in ('whole', 'split'))
+  assert [row['step'] for row in split] == [row['step'] for row in whole]
+  assert [row['loss'] for row in split] == [row['loss'] for row in whole]
+
+
+def test_cadences_need_not_be_multiples_of_steps_per_call(cifar_dir, tmp_path):
+  config = _config(
+    cifar_dir,
+    num_train_steps=20,
+    steps_per_call=4,
+    log_every_steps=3,
+    eval_every_steps=0,
+    eval_every_epochs=0.5,
+    checkpoint_every_steps=6,
+    keep_checkpoints=10,
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  assert [row['step'] for row in _rows(tmp_path, 'train')] == [3, 6, 9, 12, 15, 18, 20]
+  assert [row['step'] for row in _rows(tmp_path, 'test')] == [5, 10, 15, 20]  # 10-step epochs
+  manager = checkpoint.create_manager(str(tmp_path), create=False)
+  assert manager.all_steps() == [6, 12, 18, 20]
+  manager.close()
+
+
+def test_a_resume_that_would_move_the_calls_is_refused(cifar_dir, tmp_path):
+  config = _config(
+    cifar_dir, num_train_steps=4, steps_per_call=4, checkpoint_every_steps=4, eval_every_steps=4
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  config.update(num_train_steps=8, eval_every_steps=3)
+  with pytest.raises(UserError, match=r'calls also end every \(10,\) steps -> every \(3, 10\)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  # The log cadence does not move the calls: it may change.
+  config.update(eval_every_steps=4, log_every_steps=3)
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
 
 
 def _expected_metrics(logits, labels):
   """Loss, top-1 and top-5 of logits, computed in numpy."""
   top5 = np.argsort(-logits, axis=-1)[:, :5]
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  return {'loss': -np.mean(log_probs[np.arange(len(labels)), labels]),
-          'top1': np.mean(logits.argmax(-1) == labels),
-          'top5': np.mean((top5 == labels[:, None]).any(-1))}
+  return {
+    'loss': -np.mean(log_probs[np.arange(len(labels)), labels]),
+    'top1': np.mean(logits.argmax(-1) == labels),
+    'top5': np.mean((top5 == labels[:, None]).any(-1)),
+  }
 
 
 def _test_logits(run, images):
-  from resnet_jax import augment, data
-  images = augment.normalize(images, data.CHANNEL_MEAN['cifar10'], data.CHANNEL_STD['cifar10'])
-  return np.asarray(run.model.apply(
-      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False))
+  from resnet_jax import augment
+
+  images = augment.normalize(images, cifar.CHANNEL_MEAN['cifar10'], cifar.CHANNEL_STD['cifar10'])
+  return np.asarray(
+    run.model.apply(
+      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False
+    )
+  )
 
 
-def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir):
-  directory, fake = cifar_dir
+def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir, cifar_examples):
+  directory, fake = cifar_dir, cifar_examples
   config = _config(directory)
   config.eval.batch_size = 8  # 20 test images: batches of 8, 8 and 4 real + 4 padding
-  run = train.setup(config)
+  run = setup.setup(config)
   result = run.eval_fn(run.state, run.eval_sets['test'])
   assert result['count'] == 20
   # Flip TTA is off by default: only the plain numbers.
@@ -116,13 +163,13 @@ def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir):
   assert result['loss'] == pytest.approx(expected['loss'], rel=1e-5)
 
 
-def test_flip_tta_averages_the_logits_of_each_image_and_its_flip(cifar_dir):
-  directory, fake = cifar_dir
+def test_flip_tta_averages_the_logits_of_each_image_and_its_flip(cifar_dir, cifar_examples):
+  directory, fake = cifar_dir, cifar_examples
   config = _config(directory)
   config.eval.batch_size = 8
-  plain = train.setup(config)
+  plain = setup.setup(config)
   config.eval.flip_tta = True
-  run = train.setup(config)
+  run = setup.setup(config)
   result = run.eval_fn(run.state, run.eval_sets['test'])
 
   logits = _test_logits(run, fake.test_images)
@@ -138,31 +185,32 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_flip(cifar_dir):
 
 
 def test_flip_tta_numbers_reach_metrics_the_log_and_the_eval_json(cifar_dir, tmp_path, caplog):
-  from resnet_jax import evaluate
-  config = _config(cifar_dir[0], num_train_steps=4)
+  from resnet_jax.evaluate_checkpoint import evaluate_checkpoint
+
+  config = _config(cifar_dir, num_train_steps=4)
   config.eval.flip_tta = True
   with caplog.at_level('INFO'):
     train.train_and_evaluate(config, str(tmp_path))
   row = _rows(tmp_path, 'test')[-1]
   assert {'loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta', 'top1'} <= set(row)
-  assert f"flip TTA: loss {row['loss_flip_tta']:.4f}" in caplog.text
-  evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path))
-  saved = json.loads((tmp_path / 'eval_4.json').read_text())
+  assert f'flip TTA: loss {row["loss_flip_tta"]:.4f}' in caplog.text
+  evaluated = evaluate_checkpoint(config, str(tmp_path))
+  saved = records.read_json(str(tmp_path / 'eval_4.json'))
   assert saved['test'] == evaluated['test']
   assert saved['test']['top1_flip_tta'] == row['top1_flip_tta']
 
 
 def test_validation_split_is_evaluated_too(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0])
-  config.dataset.validation_size = 8
+  config = _config(cifar_dir)
+  config.dataset.validation_size = 16  # 64 train examples: 8-step epochs
   train.train_and_evaluate(config, str(tmp_path))
   validation = _rows(tmp_path, 'validation')
   assert [row['step'] for row in validation] == [4, 8]
-  assert validation[0]['count'] == 8
+  assert validation[0]['count'] == 16
 
 
 def test_resuming_with_another_model_is_refused_and_keeps_the_checkpoints(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0])
+  config = _config(cifar_dir)
   train.train_and_evaluate(config, str(tmp_path))
   before = sorted(p.name for p in (tmp_path / 'checkpoints').iterdir())
   config.model.shortcut = 'B'  # a different parameter tree
@@ -178,15 +226,16 @@ def test_resuming_with_another_model_is_refused_and_keeps_the_checkpoints(cifar_
 
 
 def test_fields_that_do_not_change_the_computation_may_change_on_resume(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], num_train_steps=4)
+  config = _config(cifar_dir, num_train_steps=4)
   train.train_and_evaluate(config, str(tmp_path))
   config.update(num_train_steps=8, log_every_steps=4, eval_every_steps=8, keep_checkpoints=3)
   assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
 
 
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2,
-                   eval_every_steps=4)
+  config = _config(
+    cifar_dir, num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2, eval_every_steps=4
+  )
   train.train_and_evaluate(config, str(tmp_path))
   # Truncate every data file of the newest checkpoint, as a full disk or a bad copy would.
   for path in (tmp_path / 'checkpoints' / '4').rglob('*'):
@@ -202,7 +251,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar
 
 
 def test_a_half_written_checkpoint_is_never_restored(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], num_train_steps=4)
+  config = _config(cifar_dir, num_train_steps=4)
   train.train_and_evaluate(config, str(tmp_path))
   # What a process killed mid-save leaves: orbax's temporary folder, never renamed.
   (tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp-1234').mkdir()
@@ -211,37 +260,41 @@ def test_a_half_written_checkpoint_is_never_restored(cifar_dir, tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run_and_is_never_saved(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], num_train_steps=8)
+  config = _config(cifar_dir, num_train_steps=8)
   config.optimizer.learning_rate = 1e30
   with pytest.raises(FloatingPointError, match=r'before step \d+.*last checkpoint is of step'):
     train.train_and_evaluate(config, str(tmp_path))
   manager = checkpoint.create_manager(str(tmp_path), create=False)
   for step in manager.all_steps():
-    restored = checkpoint.restore(manager, step, train.setup(config).state)
+    restored = checkpoint.restore(manager, step, setup.setup(config).state)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.params))
   manager.close()
 
 
 def test_a_live_runs_workdir_is_refused(cifar_dir, tmp_path):
   from resnet_jax import guards
+
   tmp_path.mkdir(exist_ok=True)
   with guards.WorkdirLock(str(tmp_path)):
     with pytest.raises(UserError, match='Another run'):
-      train.train_and_evaluate(_config(cifar_dir[0]), str(tmp_path))
+      train.train_and_evaluate(_config(cifar_dir), str(tmp_path))
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('batch_size', 6, 'divisible by the number of devices'),
-    ('log_every_steps', 3, 'multiple of steps_per_call'),
-    ('eval_every_steps', 5, 'multiple of steps_per_call'),
-    ('checkpoint_every_steps', 1, 'multiple of steps_per_call'),
+    ('eval_every_epochs', 1.0, r'eval_every_steps=4 and config.eval_every_epochs=1.0 are both'),
+    ('log_every_steps', 0, 'log_every_steps and config.log_every_epochs are both 0'),
+    ('checkpoint_every_steps', -3, 'at least 0'),
     ('batch_size', 48, 'larger than the training set'),
     ('profile_steps', (5,), 'two steps'),
     ('profile_steps', (6, 2), 'start < stop'),
     ('compilation_cache_dir', None, 'folder path'),
-])
+  ],
+)
 def test_bad_values_are_refused_before_training(cifar_dir, tmp_path, field, value, message):
-  config = _config(cifar_dir[0], **{field: value})
+  config = _config(cifar_dir, **{field: value})
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
@@ -249,19 +302,18 @@ def test_bad_values_are_refused_before_training(cifar_dir, tmp_path, field, valu
 
 def test_every_model_builds_from_the_default_model_settings():
   # validation, the config defaults and the registry must agree, or a valid model is refused.
-  from resnet_jax import validation
   config = resnet_test.get_config()
   for name in models.MODEL_NAMES:
     config.model.name = name
     validation.validate_config(config, 4)
-    assert isinstance(train.build_model(config), models.ResNet)
+    assert isinstance(setup.build_model(config), models.ResNet)
 
 
-def test_a_shortcut_a_model_does_not_have_is_refused(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0])
+def test_a_shortcut_a_model_does_not_have_is_refused():
+  config = resnet_test.get_config()
   config.model.update(name='resnet18', shortcut='A')
   with pytest.raises(UserError, match='shortcut'):
-    train.setup(config)
+    validation.validate_config(config, 4)
 
 
 def _params_after(config, workdir):
@@ -269,21 +321,29 @@ def _params_after(config, workdir):
 
 
 def test_a_chunk_of_k_steps_matches_k_single_steps(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], steps_per_call=4, log_every_steps=4, eval_every_steps=8,
-                   checkpoint_every_steps=8)
+  config = _config(
+    cifar_dir, steps_per_call=4, log_every_steps=4, eval_every_steps=8, checkpoint_every_steps=8
+  )
   chunked = _params_after(config, tmp_path / 'k4')
   config.steps_per_call = 1
   single = _params_after(config, tmp_path / 'k1')
-  bitwise = all(np.array_equal(a, b)
-                for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(single)))
+  bitwise = all(
+    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(single))
+  )
   print(f'steps_per_call 4 vs 1 bitwise equal: {bitwise}')
   for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(single)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_bfloat16_trains_and_evaluates_close_to_float32(cifar_dir, tmp_path):
-  config = _config(cifar_dir[0], num_train_steps=80, log_every_steps=20, eval_every_steps=80,
-                   checkpoint_every_steps=80, steps_per_call=4)
+  config = _config(
+    cifar_dir,
+    num_train_steps=80,
+    log_every_steps=20,
+    eval_every_steps=80,
+    checkpoint_every_steps=80,
+    steps_per_call=4,
+  )
   config.model.dtype = 'bfloat16'
   state = train.train_and_evaluate(config, str(tmp_path))
   losses = [row['loss'] for row in _rows(tmp_path, 'train')]
@@ -294,9 +354,9 @@ def test_bfloat16_trains_and_evaluates_close_to_float32(cifar_dir, tmp_path):
 
   # The same trained weights evaluated in float32 and bfloat16: the mean loss over the fixed
   # test set agrees to 2% and at most one example in 20 changes its top-1 answer.
-  f32 = train.setup(_config(cifar_dir[0]))
+  f32 = setup.setup(_config(cifar_dir))
   config.model.dtype = 'bfloat16'
-  bf16 = train.setup(config)
+  bf16 = setup.setup(config)
   results = [run.eval_fn(state, run.eval_sets['test']) for run in (f32, bf16)]
   assert results[1]['loss'] == pytest.approx(results[0]['loss'], rel=0.02)
   assert abs(results[1]['top1'] - results[0]['top1']) <= 1 / 20

@@ -3,6 +3,7 @@
 The test and validation splits sit on every device like the training set; each batch is drawn by
 index inside jit, and padding examples are masked out, so every real example counts once.
 """
+
 import dataclasses
 from typing import Any
 
@@ -12,18 +13,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from resnet_jax import augment, data, optim, parallel
+from resnet_jax import augment, cifar, optim, parallel
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
   """A split padded to whole eval batches and placed on every device; `count` are real."""
+
   images: jax.Array
   labels: jax.Array
   count: int
 
 
-def eval_set(split: data.Split, batch_size: int, mesh: Mesh) -> EvalSet:
+def eval_set(split: cifar.Split, batch_size: int, mesh: Mesh) -> EvalSet:
   """Pads the split to whole batches (padding is masked out) and places it on every device."""
   count = len(split.labels)
   pad = -count % batch_size
@@ -33,8 +35,14 @@ def eval_set(split: data.Split, batch_size: int, mesh: Mesh) -> EvalSet:
   return EvalSet(images=images, labels=labels, count=count)
 
 
-def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[float, ...],
-                 std: tuple[float, ...], flip_tta: bool = False):
+def make_eval_fn(
+  model: nn.Module,
+  mesh: Mesh,
+  batch_size: int,
+  mean: tuple[float, ...],
+  std: tuple[float, ...],
+  flip_tta: bool = False,
+):
   """Returns evaluate(state, EvalSet) -> mean loss, top-1, top-5 over the split's real examples.
 
   state: anything with params and batch_stats (a TrainState).
@@ -43,11 +51,14 @@ def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[floa
   the sums stay on the device until the end. flip_tta adds loss_flip_tta, top1_flip_tta and
   top5_flip_tta: the same of the logits averaged over each image and its horizontal flip.
   """
+
   def metric_sums(logits, labels, valid):
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-    return [jnp.sum(optim.cross_entropy(logits, labels, 0.0) * valid),
-            jnp.sum((top5[:, 0] == labels) * valid),
-            jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid)]
+    return [
+      jnp.sum(optim.cross_entropy(logits, labels, 0.0) * valid),
+      jnp.sum((top5[:, 0] == labels) * valid),
+      jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid),
+    ]
 
   @jax.jit
   def eval_batch(variables, images, labels, start, count):
@@ -71,8 +82,11 @@ def make_eval_fn(model: nn.Module, mesh: Mesh, batch_size: int, mean: tuple[floa
 
   def evaluate(state: Any, split: EvalSet) -> dict[str, float]:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    sums = sum(eval_batch(variables, split.images, split.labels, start, split.count)
-               for start in range(0, len(split.labels), batch_size))
+    sums = sum(
+      eval_batch(variables, split.images, split.labels, start, split.count)
+      for start in range(0, len(split.labels), batch_size)
+    )
     result = {name: float(x) / split.count for name, x in zip(names, jax.device_get(sums))}
     return {**result, 'count': split.count}
+
   return evaluate

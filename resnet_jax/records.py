@@ -1,0 +1,207 @@
+"""Every file a run writes beside its checkpoints, through one writer, and the readers of them.
+
+workdir/metrics.jsonl (one JSON object a line: step, split and numbers), config.json,
+provenance.json and eval_<step>.json are each written to a temporary file in the same folder and
+renamed over the old one, so a reader (or a run killed mid-write) never sees half a file.
+TensorBoard events (workdir/tensorboard) are TensorBoard's own append-only format.
+
+Only the standard library at import: tools read records where JAX is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+  import ml_collections
+
+METRICS = 'metrics.jsonl'
+CONFIG = 'config.json'
+PROVENANCE = 'provenance.json'
+TIMELINE = 'timeline.json'
+
+
+def write_text(path: str, text: str) -> None:
+  """Replaces the file at path with text, atomically (temporary file, fsync, rename)."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any) -> None:
+  write_text(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
+
+
+def read_json(path: str) -> Any | None:
+  """The JSON value in path, or None if there is no such file."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
+  """The rows of workdir/metrics.jsonl, in order; only those of `split` if given."""
+  path = os.path.join(workdir, METRICS)
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [row for row in rows if split is None or row['split'] == split]
+
+
+class MetricsLog:
+  """Rows to workdir/metrics.jsonl and scalars to TensorBoard; only process 0 is active.
+
+  A resumed run replays the steps after its checkpoint, so rows past start_step are dropped
+  when the log opens. The whole file is rewritten at each write: a few hundred kilobytes for a
+  long run, and never a torn line.
+  """
+
+  def __init__(self, workdir: str, start_step: int, active: bool = True):
+    self.path = os.path.join(workdir, METRICS)
+    self.active = active
+    self._lines: list[str] = []
+    if not active:
+      return
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self._lines = [
+          line for line in f if line.strip() and json.loads(line)['step'] <= start_step
+        ]
+      write_text(self.path, ''.join(self._lines))
+    self._tensorboard = TensorBoard(workdir, start_step)
+
+  def write(self, step: int, split: str, values: dict[str, float]) -> None:
+    """values: numbers only; each becomes the TensorBoard scalar '<split>/<name>'."""
+    if not self.active:
+      return
+    self._lines.append(json.dumps({'step': step, 'split': split, **values}) + '\n')
+    write_text(self.path, ''.join(self._lines))
+    self._tensorboard.scalars(step, split, values)
+
+  def close(self) -> None:
+    if self.active:
+      self._tensorboard.close()
+
+
+class TensorBoard:
+  """Scalars as TensorBoard event files under workdir/tensorboard, without TensorFlow.
+
+  tensorboard's own record writer and protos are pure Python; its EventFileWriter is not used
+  because it would import TensorFlow wherever TensorFlow is installed.
+  """
+
+  def __init__(self, workdir: str, start_step: int):
+    # Imported here: only the process that writes events needs tensorboard.
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+    logdir = os.path.join(workdir, 'tensorboard')
+    os.makedirs(logdir, exist_ok=True)
+    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
+    self._writer = RecordWriter(open(os.path.join(logdir, name), 'wb'))
+    self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    if start_step:
+      # A resumed run replays the steps after its checkpoint: TensorBoard drops the old
+      # events past start_step when it reads this (the purge that PyTorch's purge_step does).
+      self._write(
+        event_pb2.Event(
+          wall_time=time.time(),
+          step=start_step,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+        )
+      )
+
+  def _write(self, event) -> None:
+    self._writer.write(event.SerializeToString())
+
+  def scalars(self, step: int, prefix: str, values: dict[str, float]) -> None:
+    summary = self._summary_pb2.Summary(
+      value=[
+        self._summary_pb2.Summary.Value(tag=f'{prefix}/{k}', simple_value=v)
+        for k, v in values.items()
+      ]
+    )
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  write_text(
+    os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+  )
+
+
+def read_config(workdir: str) -> dict | None:
+  """The config.json the run in workdir last wrote, or None."""
+  return read_json(os.path.join(workdir, CONFIG))
+
+
+def write_timeline(workdir: str, timeline: Any) -> None:
+  """The run's durations in steps (a timeline.Timeline), and the stops its jitted calls make."""
+  write_json(
+    os.path.join(workdir, TIMELINE),
+    {**dataclasses.asdict(timeline), 'chunk_stops': list(timeline.chunk_stops())},
+  )
+
+
+def read_timeline(workdir: str) -> dict | None:
+  return read_json(os.path.join(workdir, TIMELINE))
+
+
+def write_eval(workdir: str, step: int, results: dict[str, Any]) -> str:
+  """Writes eval_<step>.json; returns its path."""
+  path = os.path.join(workdir, f'eval_{step}.json')
+  write_json(path, results)
+  return path
+
+
+def _git(*args: str) -> str | None:
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    out = subprocess.run(['git', '-C', repo, *args], capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+  """Enough to tell later what code, libraries and hardware produced a run."""
+  import jax
+
+  versions = {}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy'):
+    module = sys.modules.get(name) or __import__(name, fromlist=['_'])
+    versions[name] = getattr(module, '__version__', 'unknown')
+  status = _git('status', '--porcelain')
+  return {
+    'git_commit': _git('rev-parse', 'HEAD'),
+    'git_dirty': None if status is None else bool(status),
+    'versions': versions,
+    'python': sys.version.split()[0],
+    'platform': jax.default_backend(),
+    'devices': [str(d) for d in jax.devices()],
+    'device_kind': jax.devices()[0].device_kind,
+    'process_count': jax.process_count(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'command': sys.argv,
+    'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+  }
+
+
+def write_provenance(workdir: str, **extra: Any) -> None:
+  """provenance() and any extra fields (a tool's 'framework', say) to provenance.json."""
+  write_json(os.path.join(workdir, PROVENANCE), {**provenance(), **extra})

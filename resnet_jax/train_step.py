@@ -1,0 +1,196 @@
+"""The jitted part of training: the state, one train step on the on-device dataset, K steps a call.
+
+Each step gathers its batch by index from the training set (already on every device), augments
+and normalises it, and updates the state, all inside jit. Randomness is a pure function of
+(seed, step): the data order of epoch e is a permutation drawn from fold_in(perm_key, e), computed
+once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s), so a
+resumed run replays exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from resnet_jax import augment, optim, parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, permutation, augmentation) keys; separate roots so folding in e and s never collide."""
+  init_key, perm_key, aug_key = jax.random.split(jax.random.key(seed), 3)
+  return init_key, perm_key, aug_key
+
+
+def create_train_state(
+  model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, mesh: Mesh
+) -> TrainState:
+  """Initialises the state directly onto the mesh, replicated."""
+
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
+    params = variables['params']
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(params),
+    )
+
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(key)
+
+
+@functools.lru_cache
+def _permutation(num_examples: int, mesh: Mesh) -> Callable[[jax.Array, int], jax.Array]:
+  return jax.jit(
+    lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), num_examples),
+    out_shardings=parallel.replicated(mesh),
+  )
+
+
+def epoch_order(perm_key: jax.Array, epoch: int, num_examples: int, mesh: Mesh) -> jax.Array:
+  """The order in which epoch `epoch` visits the training set, on every device."""
+  return _permutation(num_examples, mesh)(perm_key, epoch)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def update_on_batch(
+  state: TrainState,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  label_smoothing: float,
+) -> tuple[TrainState, jax.Array, jax.Array, Any]:
+  """Forward, backward and the optimiser's update on one ready batch.
+
+  Returns (new state, loss, logits, gradients); tx may be any optax optimiser.
+  """
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(
+      {'params': params, 'batch_stats': state.batch_stats},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+    )
+    loss = optim.cross_entropy(logits, labels, label_smoothing).mean()
+    return loss, (logits, new_vars['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = TrainState(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+  )
+  return new_state, loss, logits, grads
+
+
+def global_batch(
+  step: jax.Array,
+  images: jax.Array,
+  labels: jax.Array,
+  order: jax.Array,
+  *,
+  aug_key: jax.Array,
+  batch_size: int,
+  epoch_steps: int,
+  mean: tuple[float, ...],
+  std: tuple[float, ...],
+  mesh: Mesh,
+) -> tuple[jax.Array, jax.Array]:
+  """The augmented, normalised global batch (images, labels) that train step `step` trains on.
+
+  order: epoch_order of the epoch that `step` belongs to.
+  """
+  index = jax.lax.dynamic_slice(order, ((step % epoch_steps) * batch_size,), (batch_size,))
+  # Shard the indices first, so each device gathers and augments only its own examples.
+  index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
+  batch_images = augment.crop_and_flip(images[index], jax.random.fold_in(aug_key, step))
+  return augment.normalize(batch_images, mean, std), labels[index]
+
+
+def train_step(
+  state: TrainState,
+  images: jax.Array,
+  labels: jax.Array,
+  order: jax.Array,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  aug_key: jax.Array,
+  batch_size: int,
+  epoch_steps: int,
+  mean: tuple[float, ...],
+  std: tuple[float, ...],
+  label_smoothing: float,
+  mesh: Mesh,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One step on the batch that step `state.step` draws from the on-device dataset.
+
+  images and labels are the whole training set; they must be arguments of the jitted function,
+  not constants closed over (XLA would embed 150 MB in the program and crawl).
+  """
+  step = state.step
+  batch_images, batch_labels = global_batch(
+    step,
+    images,
+    labels,
+    order,
+    aug_key=aug_key,
+    batch_size=batch_size,
+    epoch_steps=epoch_steps,
+    mean=mean,
+    std=std,
+    mesh=mesh,
+  )
+  new_state, loss, logits, grads = update_on_batch(
+    state, batch_images, batch_labels, model=model, tx=tx, label_smoothing=label_smoothing
+  )
+  step_metrics = {
+    'loss': loss,
+    'top1': jnp.mean(jnp.argmax(logits, -1) == batch_labels),
+    'lr': schedule(step),
+    'finite': jnp.isfinite(loss) & _all_finite(grads),
+  }
+  return new_state, step_metrics
+
+
+def make_train_chunk(step_fn: Callable) -> Callable:
+  """jit(K steps of step_fn) as train_chunk(state, images, labels, order, K); K is static.
+
+  The state is donated. The K steps are unrolled rather than a lax.scan: XLA's CPU backend runs
+  this step about 30 times slower inside a while loop (benchmarks/RESULTS.md).
+  """
+
+  @functools.partial(jax.jit, static_argnums=4, donate_argnums=0)
+  def train_chunk(state, images, labels, order, num_steps):
+    per_step = []
+    for _ in range(num_steps):
+      state, step_metrics = step_fn(state, images, labels, order)
+      per_step.append(step_metrics)
+    return state, jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+
+  return train_chunk

@@ -1,0 +1,88 @@
+"""One validation layer: every config value checked before anything is loaded."""
+
+import pytest
+
+from configs import default, paper_cifar, resnet_test
+from resnet_jax import models, timeline, validation
+from resnet_jax.errors import UserError
+
+
+def _refused(config, match, devices=4):
+  with pytest.raises(UserError, match=match):
+    validation.validate_config(config, devices)
+
+
+def test_every_recipe_is_valid():
+  from configs import resnet18, resnet18_cifar100, resnet18_fast, resnet20_short, resnet110
+
+  for module in (
+    default,
+    resnet18,
+    resnet18_cifar100,
+    resnet18_fast,
+    resnet20_short,
+    resnet110,
+    resnet_test,
+  ):
+    validation.validate_config(module.get_config(), 8)
+  for name in models.MODEL_NAMES:
+    validation.validate_config(paper_cifar.get_config(name), 8)
+
+
+def test_plain_nets_run_from_the_paper_recipe_and_refuse_a_shortcut():
+  config = paper_cifar.get_config('plain56')
+  validation.validate_config(config, 1)
+  config.model.shortcut = 'A'
+  _refused(config, r"plain56 takes '' \(it has no shortcuts\)")
+  config = paper_cifar.get_config('resnet18')
+  config.model.shortcut = 'A'
+  _refused(config, r"resnet18 takes one of \('B',\)")
+
+
+@pytest.mark.parametrize(
+  'section, field, value, match',
+  [
+    ('model', 'name', 'resnet19', "model.name='resnet19' is not one of"),
+    ('model', 'dtype', 'float16', "model.dtype='float16' is not one of"),
+    ('model', 'bn_group_size', 48, 'must divide batch_size=128'),
+    ('dataset', 'name', 'mnist', "dataset.name='mnist'"),
+    ('dataset', 'source', 'web', "dataset.source='web'"),
+    ('dataset', 'validation_size', 50_000, 'at most 49999'),
+    ('schedule', 'name', 'linear', "schedule.name='linear'"),
+    ('schedule', 'boundary_epochs', (10, 5), 'increasing positive epochs'),
+    ('schedule', 'warmup_epochs', -1.0, 'at least 0'),
+    ('optimizer', 'momentum', 1.5, 'at most 1'),
+    ('eval', 'batch_size', 6, 'divisible by the number of devices'),
+  ],
+)
+def test_a_bad_value_names_its_field(section, field, value, match):
+  config = default.get_config()
+  config[section][field] = value
+  _refused(config, match)
+
+
+def test_two_units_of_one_value_are_refused_with_what_to_zero():
+  config = default.get_config()
+  config.eval_every_steps = 500
+  _refused(
+    config,
+    r'eval_every_steps=500 and config.eval_every_epochs=1.0 are both set.*'
+    r'--config.eval_every_epochs=0',
+  )
+  config = default.get_config()
+  config.schedule.update(warmup_steps=10, warmup_epochs=1.0)
+  _refused(config, 'schedule.warmup_steps=10 and config.schedule.warmup_epochs=1.0 are both')
+  config = default.get_config()
+  config.schedule.update(boundaries=(100,), boundary_epochs=(1.0,))
+  _refused(config, 'boundaries and config.schedule.boundary_epochs are both set')
+
+
+def test_what_only_the_step_counts_tell_is_checked_once_resolved():
+  config = default.get_config()
+  config.schedule.update(name='piecewise', warmup_epochs=2.0, boundary_epochs=(1.0,))
+  validation.validate_config(config, 1)
+  with pytest.raises(UserError, match='within the warm-up'):
+    validation.validate_timeline(timeline.resolve(config, 50_000), 50_000, 128)
+  config = default.get_config()
+  with pytest.raises(UserError, match='larger than the training set'):
+    validation.validate_timeline(timeline.resolve(config, 100), 100, 128)
