@@ -13,6 +13,7 @@ if [[ $# -ne 1 ]]; then
   exit 2
 fi
 out="$(realpath -m -- "$1")"  # before the cd, so a relative OUT_FILE is the caller's
+# The repository root, where python -m benchmarks.throughput finds its packages.
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 export PYTHONUNBUFFERED=1
 
@@ -21,7 +22,7 @@ nvidia-smi -L
 # Compilation (XLA's and torch.compile's) takes most of the time; the limit keeps the whole
 # script inside 5 minutes whatever it costs on this machine.
 status=0
-timeout --kill-after=10 280 "${PYTHON:-python3}" benchmarks/throughput.py \
+timeout --kill-after=10 280 "${PYTHON:-python3}" -m benchmarks.throughput \
   --models resnet18,resnet56 --batch_size 512 --dtypes bfloat16,float32 \
   --steps_per_call 1 --steps 20 --warmup 5 --rounds 1 --torch_compile --out "$out" \
   || status=$?

@@ -1,11 +1,12 @@
 """The report of benchmarks/throughput.py: where it ran, and the table of its rows."""
+
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
 import statistics
-from typing import Any, Optional
+from typing import Any
 
 import flax
 import jax
@@ -33,24 +34,32 @@ def header(args: argparse.Namespace, torch: Any) -> list[str]:
     torch_version = torch.__version__
     if torch.cuda.is_available():
       torch_device = torch.cuda.get_device_name()
-      torch_settings = (f'; PyTorch cudnn.benchmark={torch.backends.cudnn.benchmark}, '
-                        f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
-                        f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}')
+      torch_settings = (
+        f'; PyTorch cudnn.benchmark={torch.backends.cudnn.benchmark}, '
+        f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
+        f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}'
+      )
     else:
       torch_device = f'cpu ({torch.get_num_threads()} threads)'
-  now = datetime.datetime.now(datetime.timezone.utc)
+  now = datetime.datetime.now(datetime.UTC)
   return [
-      f'date (UTC): {now:%Y-%m-%d %H:%M:%S}',
-      f'JAX device: {device.device_kind} ({device.platform}) x{jax.device_count()}',
-      f'PyTorch device: {torch_device}',
-      f'CPU: {_cpu_model()}',
+    f'date (UTC): {now:%Y-%m-%d %H:%M:%S}',
+    f'JAX device: {device.device_kind} ({device.platform}) x{jax.device_count()}',
+    f'PyTorch device: {torch_device}',
+    f'CPU: {_cpu_model()}',
+    (
       f'versions: jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, '
-      f'optax {optax.__version__}, torch {torch_version}',
+      f'optax {optax.__version__}, torch {torch_version}'
+    ),
+    (
       f'XLA_FLAGS: {os.environ.get("XLA_FLAGS", "(unset)")}; XLA_PYTHON_CLIENT_PREALLOCATE: '
-      f'{os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}',
+      f'{os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}'
+    ),
+    (
       f'settings: {args.steps} timed calls after {args.warmup} warm-up calls, each round, '
       f'{args.rounds} round(s); JAX dataset {args.num_images} images; JAX compilation cache off'
-      f'{torch_settings}',
+      f'{torch_settings}'
+    ),
   ]
 
 
@@ -60,10 +69,22 @@ def _ms(seconds: float) -> str:
 
 def table(rows: list, batch_size: int) -> list[str]:
   """A markdown table, one line per row, with the notes that say what each column means."""
-  columns = ['model', 'dtype', 'batch', 'framework / variant', 'step ms median (min-max)',
-             'img/s', '1st call s', 'peak mem', 'JAX pure / row']
-  pure_rate = {(r.model, r.dtype): batch_size / statistics.median(r.step_s)
-               for r in rows if r.label == 'JAX pure step' and r.step_s}
+  columns = [
+    'model',
+    'dtype',
+    'batch',
+    'framework / variant',
+    'step ms median (min-max)',
+    'img/s',
+    '1st call s',
+    'peak mem',
+    'JAX pure / row',
+  ]
+  pure_rate = {
+    (r.model, r.dtype): batch_size / statistics.median(r.step_s)
+    for r in rows
+    if r.label == 'JAX pure step' and r.step_s
+  }
   cells = []
   for r in rows:
     line = [r.model, r.dtype, str(batch_size), r.label]
@@ -73,10 +94,13 @@ def table(rows: list, batch_size: int) -> list[str]:
     elif r.step_s:
       rate = batch_size / statistics.median(r.step_s)
       pure = pure_rate.get((r.model, r.dtype))
-      line += [f'{_ms(statistics.median(r.step_s))} ({_ms(min(r.step_s))}-{_ms(max(r.step_s))})',
-               f'{rate:.0f}', f'{r.first_call_s:.2f}',
-               '-' if r.peak_bytes is None else f'{r.peak_bytes / 2**20:.0f} MiB',
-               '-' if pure is None else f'{pure / rate:.2f}']
+      line += [
+        f'{_ms(statistics.median(r.step_s))} ({_ms(min(r.step_s))}-{_ms(max(r.step_s))})',
+        f'{rate:.0f}',
+        f'{r.first_call_s:.2f}',
+        '-' if r.peak_bytes is None else f'{r.peak_bytes / 2**20:.0f} MiB',
+        '-' if pure is None else f'{pure / rate:.2f}',
+      ]
     else:
       continue  # not reached yet
     cells.append(line)
@@ -84,21 +108,31 @@ def table(rows: list, batch_size: int) -> list[str]:
 
   def fmt(line):
     return '| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |'
+
   return [
-      fmt(columns), '|' + '|'.join('-' * (w + 2) for w in widths) + '|', *map(fmt, cells), '',
-      'step ms: per train step (a data-path call of K steps counts K), over all rounds.',
-      '1st call s: the first call, i.e. compilation (JAX, torch.compile) plus that call\'s '
-      'steps; eager PyTorch: its first step.',
-      'peak mem: JAX, the compiled program\'s arguments, outputs and temporaries (XLA\'s memory '
-      'analysis; the data path\'s include the dataset); PyTorch, the CUDA peak allocated by the '
-      'row.',
-      'JAX pure / row: JAX pure-step img/s over the row\'s. On the data-path row it is the '
-      'input pipeline\'s overhead (with train_step\'s metrics); on a PyTorch row > 1 means JAX '
-      'is faster.',
+    fmt(columns),
+    '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
+    *map(fmt, cells),
+    '',
+    'step ms: per train step (a data-path call of K steps counts K), over all rounds.',
+    (
+      "1st call s: the first call, i.e. compilation (JAX, torch.compile) plus that call's "
+      'steps; eager PyTorch: its first step.'
+    ),
+    (
+      "peak mem: JAX, the compiled program's arguments, outputs and temporaries (XLA's memory "
+      "analysis; the data path's include the dataset); PyTorch, the CUDA peak allocated by the "
+      'row.'
+    ),
+    (
+      "JAX pure / row: JAX pure-step img/s over the row's. On the data-path row it is the "
+      "input pipeline's overhead (with train_step's metrics); on a PyTorch row > 1 means JAX "
+      'is faster.'
+    ),
   ]
 
 
-def write(path: Optional[str], lines: list[str]) -> None:
+def write(path: str | None, lines: list[str]) -> None:
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:

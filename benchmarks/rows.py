@@ -1,28 +1,30 @@
 """A row of benchmarks/throughput.py's table: the workload it times, and how it is timed."""
+
 from __future__ import annotations
 
 import dataclasses
 import time
 import traceback
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 
 class Runner(Protocol):
   """One row's workload: a call runs one jitted call (K steps) or one PyTorch step, to the end."""
 
-  def __call__(self) -> None:
-    ...
+  def __call__(self) -> None: ...
 
   def begin(self) -> None:
     """Called before a round's warm-up and timed calls."""
 
-  def end(self) -> Optional[int]:
+  def end(self) -> int | None:
     """Called after them; returns the row's peak memory in bytes, None where unknown."""
 
 
 @dataclasses.dataclass
 class Row:
   """One line of the table: how to build its runner, and what it has measured so far."""
+
   model: str
   dtype: str
   framework: str
@@ -30,11 +32,11 @@ class Row:
   make: Callable[[], Runner]
   steps_per_call: int = 1
   may_fail: bool = False  # torch.compile: a failure becomes this row's result
-  runner: Optional[Runner] = None
-  first_call_s: Optional[float] = None
+  runner: Runner | None = None
+  first_call_s: float | None = None
   step_s: list[float] = dataclasses.field(default_factory=list)  # per train step, all rounds
-  peak_bytes: Optional[int] = None
-  error: Optional[str] = None
+  peak_bytes: int | None = None
+  error: str | None = None
 
   @property
   def label(self) -> str:

@@ -3,22 +3,24 @@
 For each model and dtype it measures, in this order each round (so drift in clocks or load hits
 every row alike):
 
-* JAX data path: the jitted chunk of train.make_train_chunk over train.train_step, on a uint8
-  dataset of random images on the device: permutation, gather, crop and flip, normalisation,
-  forward and backward, SGD. Exactly what training runs.
+* JAX data path: the jitted chunk of train_step.make_train_chunk over train_step.train_step, on
+  a uint8 dataset of random images on the device: gather by the epoch's order, crop and flip,
+  normalisation, forward and backward, SGD. Exactly what training runs (the order of an epoch is
+  computed once per epoch there, as here, outside the timed calls).
 * JAX pure step: the same model, loss and optimizer update on a fixed, already normalised batch
   on the device. Data path / pure step is the input pipeline's overhead.
 * PyTorch eager (and torch.compile with --torch_compile): the reference model of
-  benchmarks/torch_reference.py in channels_last, on a fixed batch on the device; bfloat16 is
+  reference/torch_models.py in channels_last, on a fixed batch on the device; bfloat16 is
   torch.autocast.
 
 Every row trains with SGD, lr 0.1, momentum 0.9, weight decay 5e-4 on every parameter, and mean
-cross entropy. Needs only jax, flax, optax, absl-py, numpy (orbax-checkpoint through
-resnet_jax.train) and, unless --no_torch, torch.
+cross entropy. Needs only jax, flax, optax, numpy and, unless --no_torch, torch (not
+ml_collections, orbax or TensorFlow). From the repository root:
 
-  python benchmarks/throughput.py --models resnet20,resnet18 --batch_size 128 \\
+  python -m benchmarks.throughput --models resnet20,resnet18 --batch_size 128 \\
       --dtypes float32,bfloat16 --steps 20 --warmup 3 --rounds 2 --torch_compile --out FILE
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +28,8 @@ import dataclasses
 import functools
 import os
 import sys
-from typing import Any, Callable, Optional
-
-if __package__ in (None, ''):
-  # Run as a script: make resnet_jax and benchmarks importable from the repository root.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from collections.abc import Callable
+from typing import Any
 
 # JAX and PyTorch share the GPU in this process: JAX's default, taking 75% of the GPU's memory at
 # start, would leave PyTorch too little. Must be set before JAX starts its GPU backend.
@@ -45,18 +44,19 @@ import optax
 
 from benchmarks import report
 from benchmarks.rows import Row, Runner, measure
-from resnet_jax import data, models, optim, parallel, train
+from resnet_jax import cifar, models, optim, parallel, timeline, train_step
 
 try:
   import torch
-  from benchmarks import torch_reference
+
+  from reference import torch_models
 except ImportError as e:  # --no_torch runs without PyTorch
-  torch = torch_reference = None
+  torch = torch_models = None
   TORCH_IMPORT_ERROR = e
 # pylint: enable=g-import-not-at-top
 
 DATASET = 'cifar10'
-DTYPES = ('float32', 'bfloat16')
+DTYPES = tuple(models.DTYPES)  # 'float32', 'bfloat16'
 LEARNING_RATE = 0.1
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
@@ -65,17 +65,22 @@ WEIGHT_DECAY = 5e-4
 # --- JAX ---
 
 
-def make_pure_step(model: nn.Module, tx: optax.GradientTransformation
-                   ) -> Callable[..., tuple[train.TrainState, jax.Array]]:
-  """jit(train.sgd_step on a given batch), the state donated: train_step less its data path.
+def make_pure_step(
+  model: nn.Module, tx: optax.GradientTransformation
+) -> Callable[..., tuple[train_step.TrainState, jax.Array]]:
+  """jit(train_step.update_on_batch on a given batch), the state donated: train_step less its
+  data path.
 
-  Left out are the permutation, gather, crop, flip and normalisation, and the step's metrics.
+  Left out are the gather, crop, flip and normalisation, and the step's metrics.
   """
+
   @functools.partial(jax.jit, donate_argnums=0)
-  def pure_step(state: train.TrainState, images: jax.Array, labels: jax.Array):
-    new_state, loss, _, _ = train.sgd_step(state, images, labels, model=model, tx=tx,
-                                           label_smoothing=0.0)
+  def pure_step(state: train_step.TrainState, images: jax.Array, labels: jax.Array):
+    new_state, loss, _, _ = train_step.update_on_batch(
+      state, images, labels, model=model, tx=tx, label_smoothing=0.0
+    )
     return new_state, loss
+
   return pure_step
 
 
@@ -85,8 +90,12 @@ class JaxRunner:
   fn is jitted: its .lower() gives the memory analysis.
   """
 
-  def __init__(self, fn: Callable[..., tuple[train.TrainState, Any]], state: train.TrainState,
-               *args: Any):
+  def __init__(
+    self,
+    fn: Callable[..., tuple[train_step.TrainState, Any]],
+    state: train_step.TrainState,
+    *args: Any,
+  ):
     self.fn = fn
     self.state = state
     self.args = args
@@ -98,22 +107,28 @@ class JaxRunner:
   def begin(self) -> None:
     pass
 
-  def end(self) -> Optional[int]:
+  def end(self) -> int | None:
     # The device's peak_bytes_in_use cannot be reset, so it would carry over from earlier rows;
     # XLA's analysis of this very program (already compiled: the lowering hits jit's cache) can't.
     stats = self.fn.lower(self.state, *self.args).compile().memory_analysis()
     if stats is None:
       return None
-    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
-            - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+    return (
+      stats.argument_size_in_bytes
+      + stats.output_size_in_bytes
+      - stats.alias_size_in_bytes
+      + stats.temp_size_in_bytes
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class JaxInputs:
   """What every JAX row reads, placed once: the dataset, and the pure step's fixed batch."""
+
   mesh: Any
   images: jax.Array  # (num_images, 32, 32, 3) uint8, replicated
   labels: jax.Array
+  order: jax.Array  # the data path's order of the dataset: epoch 0's permutation, replicated
   batch_images: jax.Array  # (batch_size, 32, 32, 3) float32, already normalised, batch-sharded
   batch_labels: jax.Array
 
@@ -122,65 +137,100 @@ def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
   """Random images and labels on every device of a mesh over all of them."""
   mesh = parallel.make_mesh()
   rng = np.random.default_rng(seed)
-  num_classes = data.NUM_CLASSES[DATASET]
+  num_classes = cifar.NUM_CLASSES[DATASET]
   images, labels = parallel.replicate(
-      (rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
-       rng.integers(0, num_classes, (num_images,), dtype=np.int32)), mesh)
+    (
+      rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8),
+      rng.integers(0, num_classes, (num_images,), dtype=np.int32),
+    ),
+    mesh,
+  )
+  _, perm_key, _ = train_step.run_keys(seed)
+  order = train_step.epoch_order(perm_key, 0, num_images, mesh)
   batch_images, batch_labels = jax.device_put(
-      (rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32),
-       rng.integers(0, num_classes, (batch_size,), dtype=np.int32)),
-      parallel.batch_sharded(mesh))
-  return JaxInputs(mesh, images, labels, batch_images, batch_labels)
+    (
+      rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32),
+      rng.integers(0, num_classes, (batch_size,), dtype=np.int32),
+    ),
+    parallel.batch_sharded(mesh),
+  )
+  return JaxInputs(mesh, images, labels, order, batch_images, batch_labels)
 
 
-def jax_rows(model_name: str, dtype: str, batch_size: int, steps_per_call: int,
-             inputs: JaxInputs) -> list[Row]:
+def jax_rows(
+  model_name: str, dtype: str, batch_size: int, steps_per_call: int, inputs: JaxInputs
+) -> list[Row]:
   """The data-path and pure-step rows of one model and dtype."""
-  model = models.get_model(model_name, data.NUM_CLASSES[DATASET], dtype=dtype)
+  model = models.get_model(model_name, cifar.NUM_CLASSES[DATASET], dtype=dtype)
   schedule = optax.constant_schedule(LEARNING_RATE)
   # Decay every parameter, BatchNorm's included, as torch.optim.SGD's weight_decay does.
-  tx = optim.create_optimizer(schedule, momentum=MOMENTUM, nesterov=False,
-                              weight_decay=WEIGHT_DECAY, decay_bn_and_bias=True)
-  init_key, perm_key, aug_key = train.run_keys(0)
+  tx = optim.create_optimizer(
+    schedule, momentum=MOMENTUM, nesterov=False, weight_decay=WEIGHT_DECAY, decay_bn_and_bias=True
+  )
+  init_key, _, aug_key = train_step.run_keys(0)
 
   @functools.cache
-  def initial_state() -> train.TrainState:
-    return train.create_train_state(model, tx, init_key, inputs.mesh)
+  def initial_state() -> train_step.TrainState:
+    return train_step.create_train_state(model, tx, init_key, inputs.mesh)
 
-  def fresh_state() -> train.TrainState:
+  def fresh_state() -> train_step.TrainState:
     # Each row donates its state, so each gets a copy; initialising once saves a compilation.
     return jax.tree.map(jnp.copy, initial_state())
 
   def data_path() -> Runner:
+    # The state's step runs past the first epoch over the rounds; every step reads epoch 0's
+    # order, which costs what any epoch's does.
     step_fn = functools.partial(
-        train.train_step, model=model, tx=tx, schedule=schedule, perm_key=perm_key,
-        aug_key=aug_key, batch_size=batch_size,
-        epoch_steps=train.steps_per_epoch(len(inputs.labels), batch_size),
-        mean=data.CHANNEL_MEAN[DATASET], std=data.CHANNEL_STD[DATASET], label_smoothing=0.0,
-        mesh=inputs.mesh)
-    return JaxRunner(train.make_train_chunk(step_fn), fresh_state(), inputs.images,
-                     inputs.labels, steps_per_call)
+      train_step.train_step,
+      model=model,
+      tx=tx,
+      schedule=schedule,
+      aug_key=aug_key,
+      batch_size=batch_size,
+      epoch_steps=timeline.epoch_steps(len(inputs.labels), batch_size),
+      mean=cifar.CHANNEL_MEAN[DATASET],
+      std=cifar.CHANNEL_STD[DATASET],
+      label_smoothing=0.0,
+      mesh=inputs.mesh,
+    )
+    return JaxRunner(
+      train_step.make_train_chunk(step_fn),
+      fresh_state(),
+      inputs.images,
+      inputs.labels,
+      inputs.order,
+      steps_per_call,
+    )
 
   def pure_step() -> Runner:
-    return JaxRunner(make_pure_step(model, tx), fresh_state(), inputs.batch_images,
-                     inputs.batch_labels)
+    return JaxRunner(
+      make_pure_step(model, tx), fresh_state(), inputs.batch_images, inputs.batch_labels
+    )
 
   variant = 'data path' if steps_per_call == 1 else f'data path (K={steps_per_call})'
-  return [Row(model_name, dtype, 'JAX', variant, data_path, steps_per_call=steps_per_call),
-          Row(model_name, dtype, 'JAX', 'pure step', pure_step)]
+  return [
+    Row(model_name, dtype, 'JAX', variant, data_path, steps_per_call=steps_per_call),
+    Row(model_name, dtype, 'JAX', 'pure step', pure_step),
+  ]
 
 
 # --- PyTorch ---
 
 
 class TorchRunner:
-  """One torch_reference.train_step per call, synchronised on a GPU."""
+  """One torch_models.train_step per call, synchronised on a GPU."""
 
-  def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               autocast_dtype: Optional[torch.dtype]):
+  def __init__(
+    self,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None,
+  ):
     self.model = model
-    self.optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM,
-                                     weight_decay=WEIGHT_DECAY)
+    self.optimizer = torch.optim.SGD(
+      model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     self.images = images
     self.labels = labels
     self.autocast_dtype = autocast_dtype
@@ -188,8 +238,9 @@ class TorchRunner:
     self.base_bytes = 0
 
   def __call__(self) -> None:
-    torch_reference.train_step(self.model, self.optimizer, self.images, self.labels,
-                               self.autocast_dtype)
+    torch_models.train_step(
+      self.model, self.optimizer, self.images, self.labels, self.autocast_dtype
+    )
     if self.cuda:
       torch.cuda.synchronize()
 
@@ -198,8 +249,12 @@ class TorchRunner:
     params = list(self.model.parameters())
     tensors = [*params, *self.model.buffers(), self.images, self.labels]
     tensors += [p.grad for p in params if p.grad is not None]
-    tensors += [value for state in self.optimizer.state.values() for value in state.values()
-                if torch.is_tensor(value)]
+    tensors += [
+      value
+      for state in self.optimizer.state.values()
+      for value in state.values()
+      if torch.is_tensor(value)
+    ]
     return sum(t.nbytes for t in tensors)
 
   def begin(self) -> None:
@@ -208,7 +263,7 @@ class TorchRunner:
       self.base_bytes = torch.cuda.memory_allocated() - self._own_bytes()
       torch.cuda.reset_peak_memory_stats()
 
-  def end(self) -> Optional[int]:
+  def end(self) -> int | None:
     if not self.cuda:
       return None
     peak = torch.cuda.max_memory_allocated() - self.base_bytes
@@ -225,18 +280,28 @@ def torch_rows(model_name: str, dtype: str, batch_size: int, compile_model: bool
   def runner(compiled: bool) -> Runner:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 3, 32, 32, generator=generator).to(
-        device, memory_format=torch.channels_last)
-    labels = torch.randint(0, data.NUM_CLASSES[DATASET], (batch_size,),
-                           generator=generator).to(device)
-    model = torch_reference.MODELS[model_name](data.NUM_CLASSES[DATASET]).to(
-        device, memory_format=torch.channels_last)
-    return TorchRunner(torch.compile(model) if compiled else model, images, labels,
-                       autocast_dtype)
+      device, memory_format=torch.channels_last
+    )
+    labels = torch.randint(0, cifar.NUM_CLASSES[DATASET], (batch_size,), generator=generator).to(
+      device
+    )
+    model = torch_models.MODELS[model_name](cifar.NUM_CLASSES[DATASET]).to(
+      device, memory_format=torch.channels_last
+    )
+    return TorchRunner(torch.compile(model) if compiled else model, images, labels, autocast_dtype)
 
   rows = [Row(model_name, dtype, 'PyTorch', 'eager', functools.partial(runner, False))]
   if compile_model:
-    rows.append(Row(model_name, dtype, 'PyTorch', 'torch.compile',
-                    functools.partial(runner, True), may_fail=True))
+    rows.append(
+      Row(
+        model_name,
+        dtype,
+        'PyTorch',
+        'torch.compile',
+        functools.partial(runner, True),
+        may_fail=True,
+      )
+    )
   return rows
 
 
@@ -247,27 +312,43 @@ def _names(value: str) -> list[str]:
   return [name.strip() for name in value.split(',') if name.strip()]
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      description='Training throughput of resnet_jax against the PyTorch references.')
-  parser.add_argument('--models', default='resnet20',
-                      help='comma-separated resnet_jax model names; PyTorch has '
-                      'resnet18, resnet20 and resnet56')
+    description='Training throughput of resnet_jax against the PyTorch references.'
+  )
+  parser.add_argument(
+    '--models',
+    default='resnet20',
+    help='comma-separated resnet_jax model names; PyTorch has resnet18, resnet20 and resnet56',
+  )
   parser.add_argument('--batch_size', type=int, default=128, help='global batch')
-  parser.add_argument('--dtypes', default='float32',
-                      help='comma-separated float32, bfloat16: the JAX model\'s compute dtype '
-                      '(parameters stay float32), torch.autocast for PyTorch')
-  parser.add_argument('--steps_per_call', type=int, default=1,
-                      help='train steps per jitted call of the JAX data path (K)')
+  parser.add_argument(
+    '--dtypes',
+    default='float32',
+    help="comma-separated float32, bfloat16: the JAX model's compute dtype "
+    '(parameters stay float32), torch.autocast for PyTorch',
+  )
+  parser.add_argument(
+    '--steps_per_call',
+    type=int,
+    default=1,
+    help='train steps per jitted call of the JAX data path (K)',
+  )
   parser.add_argument('--steps', type=int, default=20, help='timed calls per row and round')
-  parser.add_argument('--warmup', type=int, default=3,
-                      help='untimed calls per row and round, before the timed ones')
+  parser.add_argument(
+    '--warmup', type=int, default=3, help='untimed calls per row and round, before the timed ones'
+  )
   parser.add_argument('--rounds', type=int, default=2)
-  parser.add_argument('--num_images', type=int, default=50000,
-                      help='size of the JAX data path\'s dataset; each step permutes all of it, '
-                      'so the default is CIFAR-10\'s training set')
-  parser.add_argument('--torch_compile', action='store_true',
-                      help='also time a torch.compile\'d model')
+  parser.add_argument(
+    '--num_images',
+    type=int,
+    default=50000,
+    help="size of the JAX data path's dataset, which every step gathers "
+    "from on the device; the default is CIFAR-10's training set",
+  )
+  parser.add_argument(
+    '--torch_compile', action='store_true', help="also time a torch.compile'd model"
+  )
   parser.add_argument('--no_torch', action='store_true', help='JAX rows only')
   parser.add_argument('--out', help='also write the report to this file')
   args = parser.parse_args(argv)
@@ -287,16 +368,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.error(f'--dtypes takes {", ".join(DTYPES)}')
   if not args.no_torch:
     if torch is None:
-      parser.error(f'PyTorch is not importable ({TORCH_IMPORT_ERROR}); pass --no_torch for JAX '
-                   'rows only')
-    missing = [m for m in args.models if m not in torch_reference.MODELS]
+      parser.error(
+        f'PyTorch is not importable ({TORCH_IMPORT_ERROR}); pass --no_torch for JAX rows only'
+      )
+    missing = [m for m in args.models if m not in torch_models.MODELS]
     if missing:
-      parser.error(f'no PyTorch reference for {", ".join(missing)}; PyTorch supports '
-                   f'{", ".join(sorted(torch_reference.MODELS))} (or pass --no_torch)')
+      parser.error(
+        f'no PyTorch reference for {", ".join(missing)}; PyTorch supports '
+        f'{", ".join(sorted(torch_models.MODELS))} (or pass --no_torch)'
+      )
   return args
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
   # A warm persistent cache would turn the compile column into a cache read.
   jax.config.update('jax_enable_compilation_cache', False)
   args = parse_args(argv)
@@ -320,14 +404,17 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows += torch_rows(model_name, dtype, args.batch_size, args.torch_compile)
   for round_index in range(args.rounds):
     for row in rows:
-      print(f'round {round_index + 1}/{args.rounds}: {row.model} {row.dtype} {row.label}',
-            file=sys.stderr, flush=True)
+      print(
+        f'round {round_index + 1}/{args.rounds}: {row.model} {row.dtype} {row.label}',
+        file=sys.stderr,
+        flush=True,
+      )
       measure(row, args.warmup, args.steps)
       # After every row, so a run stopped part-way still leaves what it measured.
       report.write(args.out, lines + running + report.table(rows, args.batch_size))
   final = lines + [''] + report.table(rows, args.batch_size)
   report.write(args.out, final)
-  print('\n'.join(final[len(lines):]), flush=True)
+  print('\n'.join(final[len(lines) :]), flush=True)
 
 
 if __name__ == '__main__':

@@ -1,21 +1,21 @@
-"""A tiny run of benchmarks/throughput.py, as a script, where ml_collections and TF are missing."""
+"""A tiny run of `python -m benchmarks.throughput` without ml_collections, orbax or TF."""
+
 import importlib.util
 import os
+import pathlib
 import subprocess
 import sys
 
-# Runs the file as `python benchmarks/throughput.py` does, after making the packages the GPU
+# Runs the module as `python -m benchmarks.throughput` does, after making the packages the GPU
 # benchmark machine lacks unimportable.
-_RUN_BLOCKED = '''
+_RUN_BLOCKED = """
 import runpy, sys
-for name in ('ml_collections', 'tensorflow', 'tensorflow_datasets'):
+for name in ('ml_collections', 'orbax', 'orbax.checkpoint', 'tensorflow', 'tensorflow_datasets'):
   sys.modules[name] = None
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-runpy.run_path(script, run_name='__main__')
-'''
-_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks',
-                       'throughput.py')
+sys.argv = ['benchmarks/throughput.py', *sys.argv[1:]]
+runpy.run_module('benchmarks.throughput', run_name='__main__', alter_sys=True)
+"""
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _table_rows(text):
@@ -30,17 +30,37 @@ def _table_rows(text):
 
 def test_throughput_smoke(tmp_path):
   out = tmp_path / 'table.md'
-  args = ['--models', 'resnet20', '--batch_size', '8', '--steps', '2', '--warmup', '1',
-          '--rounds', '1', '--num_images', '64', '--out', str(out)]
+  args = [
+    '--models',
+    'resnet20',
+    '--batch_size',
+    '8',
+    '--steps',
+    '2',
+    '--warmup',
+    '1',
+    '--rounds',
+    '1',
+    '--num_images',
+    '64',
+    '--out',
+    str(out),
+  ]
   has_torch = importlib.util.find_spec('torch') is not None
   if not has_torch:
     args.append('--no_torch')
   # LLVM's optimisation is most of the compile time; only that the benchmark runs is checked.
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_backend_optimization_level=0'}
-  # From another directory, so the script must find the repository itself.
-  result = subprocess.run([sys.executable, '-c', _RUN_BLOCKED, _SCRIPT, *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': '--xla_backend_optimization_level=0'}
+  # In the repository root, as every module of it runs.
+  result = subprocess.run(
+    [sys.executable, '-c', _RUN_BLOCKED, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
 
   report = out.read_text()

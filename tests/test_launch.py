@@ -112,7 +112,8 @@ def _assert_refused(result, *words):
     ('--config.dataset.name=mnist', ['dataset.name', 'cifar100']),
     ('--config.model.nmae=resnet20', ['unknown config field', 'name']),
     ('--config.batch_size=6', ['divisible by the number of devices (4)']),
-    ('--config.eval_every_steps=3', ['eval_every_steps', 'multiple of steps_per_call']),
+    ('--config.eval_every_epochs=1', ['eval_every_steps=4 and', 'are both set']),
+    ('--config.eval_every_steps=3', ['calls also end every () steps -> every (3,) steps']),
     ('--config.batch_size=abc', ['batch_size']),
   ],
 )

@@ -1,4 +1,5 @@
 """resnet20 and resnet18 against the PyTorch code they port, same weights."""
+
 import copy
 
 import jax
@@ -10,11 +11,11 @@ from flax import traverse_util
 from resnet_jax import models
 
 torch = pytest.importorskip('torch')
-from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+torch_models = pytest.importorskip('reference.torch_models')
 
 _REFERENCES = {
-    'resnet20': torch_reference.resnet20,
-    'resnet18': torch_reference.resnet18,
+  'resnet20': torch_models.resnet20,
+  'resnet18': torch_models.resnet18,
 }
 _BATCH = 8
 
@@ -34,10 +35,10 @@ def _realistic_batchnorm(variables, rng):
   Identity BatchNorms would hide a scale/bias or mean/var mix-up.
   """
   draw = {
-      ('params', 'scale'): lambda s: rng.uniform(0.5, 1.5, s),
-      ('params', 'bias'): lambda s: rng.normal(0, 0.1, s),
-      ('batch_stats', 'mean'): lambda s: rng.normal(0, 0.1, s),
-      ('batch_stats', 'var'): lambda s: rng.uniform(0.5, 1.5, s),
+    ('params', 'scale'): lambda s: rng.uniform(0.5, 1.5, s),
+    ('params', 'bias'): lambda s: rng.normal(0, 0.1, s),
+    ('batch_stats', 'mean'): lambda s: rng.normal(0, 0.1, s),
+    ('batch_stats', 'var'): lambda s: rng.uniform(0.5, 1.5, s),
   }
   out = {}
   for collection in ('params', 'batch_stats'):
@@ -59,11 +60,10 @@ def pair(request):
   images = rng.normal(size=(_BATCH, 32, 32, 3)).astype(np.float32)
   model = models.get_model(name, 10)
   # rbg keys compile much faster than threefry on CPU; the draws are unused.
-  variables = model.init(jax.random.key(0, impl='rbg'), jnp.asarray(images),
-                         train=False)
+  variables = model.init(jax.random.key(0, impl='rbg'), jnp.asarray(images), train=False)
   variables = _realistic_batchnorm(variables, rng)
   torch_model = _REFERENCES[name]()
-  torch_reference.load_flax_variables(torch_model, variables)
+  torch_models.load_flax_variables(torch_model, variables)
   return name, model, variables, torch_model, images
 
 
@@ -88,18 +88,15 @@ def test_train_logits_and_running_mean_match(pair):
   _, model, variables, torch_model, images = pair
   torch_model = copy.deepcopy(torch_model).train()
   ref = _torch_logits(torch_model, images)
-  ours, state = model.apply(variables, jnp.asarray(images), train=True,
-                            mutable=['batch_stats'])
+  ours, state = model.apply(variables, jnp.asarray(images), train=True, mutable=['batch_stats'])
   assert _rel_err(ours, ref) < 1e-4
 
   # Our updated stats, loaded into a copy, must equal torch's own update.
   ours_in_torch = copy.deepcopy(torch_model)
-  torch_reference.load_flax_variables(
-      ours_in_torch, {'params': variables['params'], **state})
+  torch_models.load_flax_variables(ours_in_torch, {'params': variables['params'], **state})
   ref_state = torch_model.state_dict()
   keys = [k for k in ref_state if k.endswith('running_mean')]
-  ours_means = np.concatenate(
-      [ours_in_torch.state_dict()[k].numpy() for k in keys])
+  ours_means = np.concatenate([ours_in_torch.state_dict()[k].numpy() for k in keys])
   ref_means = np.concatenate([ref_state[k].numpy() for k in keys])
   assert _rel_err(ours_means, ref_means) < 1e-5
 

@@ -1,16 +1,31 @@
-"""benchmarks/results.py on fake workdirs whose numbers are known."""
+"""tools/results.py on fake workdirs whose numbers are known."""
+
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from benchmarks import results
+from tools import results
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _write_run(workdir, *, model='resnet20', seed=0, top1s=(0.5, 0.8), planned_epochs=None,
-               steps_per_epoch=10, batch_size=10, images_per_second=100.0, command=None,
-               framework=None):
+def _write_run(
+  workdir,
+  *,
+  model='resnet20',
+  seed=0,
+  top1s=(0.5, 0.8),
+  planned_epochs=None,
+  steps_per_epoch=10,
+  batch_size=10,
+  images_per_second=100.0,
+  command=None,
+  framework=None,
+):
   """A workdir with one train and one test row per epoch; top1s: the test top-1 of each epoch.
 
   Each epoch of steps_per_epoch steps at images_per_second takes
@@ -18,22 +33,55 @@ def _write_run(workdir, *, model='resnet20', seed=0, top1s=(0.5, 0.8), planned_e
   """
   workdir.mkdir(parents=True)
   planned_epochs = planned_epochs or len(top1s)
-  config = {'model': {'name': model}, 'dataset': {'name': 'cifar10'}, 'batch_size': batch_size,
-            'num_epochs': 200, 'num_train_steps': planned_epochs * steps_per_epoch, 'seed': seed}
+  config = {
+    'model': {'name': model},
+    'dataset': {'name': 'cifar10'},
+    'batch_size': batch_size,
+    'num_epochs': 200,
+    'num_train_steps': planned_epochs * steps_per_epoch,
+    'seed': seed,
+  }
   (workdir / 'config.json').write_text(json.dumps(config))
-  provenance = {'device_kind': 'Fake GPU', 'devices': ['gpu:0'], 'time': '2026-11-27T14:40:01',
-                'command': command or ['launch.py', '--config=configs/resnet20.py',
-                                       f'--config.seed={seed}', '--config.dataset.data_dir=/tmp/x']}
+  provenance = {
+    'device_kind': 'Fake GPU',
+    'devices': ['gpu:0'],
+    'time': '2026-11-27T14:40:01',
+    'command': command
+    or [
+      'launch.py',
+      '--config=configs/resnet20.py',
+      f'--config.seed={seed}',
+      '--config.dataset.data_dir=/tmp/x',
+    ],
+  }
   if framework:
     provenance['framework'] = framework
   (workdir / 'provenance.json').write_text(json.dumps(provenance))
   rows = []
   for epoch, top1 in enumerate(top1s, start=1):
     step = epoch * steps_per_epoch
-    rows.append({'step': step, 'split': 'train', 'epoch': epoch, 'loss': 2.0 / epoch,
-                 'top1': top1 + 0.05, 'lr': 0.1, 'images_per_second': images_per_second})
-    rows.append({'step': step, 'split': 'test', 'epoch': epoch, 'loss': 1.5 / epoch,
-                 'top1': top1, 'top5': 0.99, 'count': 100})
+    rows.append(
+      {
+        'step': step,
+        'split': 'train',
+        'epoch': epoch,
+        'loss': 2.0 / epoch,
+        'top1': top1 + 0.05,
+        'lr': 0.1,
+        'images_per_second': images_per_second,
+      }
+    )
+    rows.append(
+      {
+        'step': step,
+        'split': 'test',
+        'epoch': epoch,
+        'loss': 1.5 / epoch,
+        'top1': top1,
+        'top5': 0.99,
+        'count': 100,
+      }
+    )
   (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
   return workdir
 
@@ -44,8 +92,12 @@ def _table_rows(text):
   for line in text.splitlines():
     cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
     if line.startswith('| ') and cells[0] != 'model':
-      rows[cells[0]] = dict(zip(['model', 'dataset', 'recipe', 'epochs', 'top1', 'seeds',
-                                 'time', 'machine', 'date'], cells))
+      rows[cells[0]] = dict(
+        zip(
+          ['model', 'dataset', 'recipe', 'epochs', 'top1', 'seeds', 'time', 'machine', 'date'],
+          cells,
+        )
+      )
   return rows
 
 
@@ -58,10 +110,12 @@ def test_seeds_make_one_row_of_the_final_epoch_mean_and_std(tmp_path, capsys):
   # The best epoch (0.9) is never the one reported: the last is.
   for seed, final in enumerate((0.80, 0.82, 0.84)):
     _write_run(tmp_path / f'r20_s{seed}', seed=seed, top1s=(0.5, 0.9, final))
-  _write_run(tmp_path / 'r56', model='resnet56', top1s=(0.3, 0.7), steps_per_epoch=5,
-             images_per_second=25.0)
-  rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves',
-                           '--dataset_label=CIFAR-10 (JPEG copy)'))
+  _write_run(
+    tmp_path / 'r56', model='resnet56', top1s=(0.3, 0.7), steps_per_epoch=5, images_per_second=25.0
+  )
+  rows = _table_rows(
+    _main(capsys, f'{tmp_path}/*', '--no_curves', '--dataset_label=CIFAR-10 (JPEG copy)')
+  )
   assert sorted(rows) == ['ResNet-20', 'ResNet-56']
   r20 = rows['ResNet-20']
   assert r20['top1'] == '82.00 ± 2.00%'  # sample standard deviation of 80, 82, 84
@@ -76,9 +130,17 @@ def test_seeds_make_one_row_of_the_final_epoch_mean_and_std(tmp_path, capsys):
 
 
 def test_recipe_keeps_the_overrides_that_change_the_run(tmp_path, capsys):
-  command = ['launch.py', '--config=configs/resnet20.py', '--config.schedule.name=cosine',
-             '--config.model.name=plain20', '--config.dataset.data_dir=/tmp/c10',
-             '--config.log_every_steps=390']
+  command = [
+    'launch.py',
+    '--config=configs/resnet20.py',
+    '--config.schedule.name=cosine',
+    '--config.model.name=plain20',
+    '--config.dataset.data_dir=/tmp/c10',
+    '--config.log_every_steps=390',
+    '--config.eval_every_epochs=2',
+    '--config.checkpoint_every_steps=1000',
+    '--config.log_every_epochs=0',
+  ]
   _write_run(tmp_path / 'p20', model='plain20', command=command)
   row = _table_rows(_main(capsys, tmp_path / 'p20', '--no_curves'))['plain-20']
   assert row['recipe'] == '`configs/resnet20.py`, `schedule.name=cosine`'
@@ -88,8 +150,9 @@ def test_recipe_keeps_the_overrides_that_change_the_run(tmp_path, capsys):
 def test_a_run_stopped_early_is_marked_not_hidden(tmp_path, capsys):
   _write_run(tmp_path / 'p56', model='plain56', top1s=(0.2, 0.3, 0.45), planned_epochs=5)
   for seed, epochs in enumerate((5, 3)):
-    _write_run(tmp_path / f'p20_s{seed}', model='plain20', seed=seed, top1s=(0.5,) * epochs,
-               planned_epochs=5)
+    _write_run(
+      tmp_path / f'p20_s{seed}', model='plain20', seed=seed, top1s=(0.5,) * epochs, planned_epochs=5
+    )
   rows = _table_rows(_main(capsys, *sorted(tmp_path.iterdir()), '--no_curves'))
   assert rows['plain-56']['epochs'] == '**3 of 5 (stopped early)**'
   assert rows['plain-56']['top1'] == '45.00%'  # its last evaluation, at epoch 3
@@ -113,9 +176,14 @@ def _assert_png(path, min_bytes=10_000):
 def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
   pytest.importorskip('matplotlib')
   from matplotlib import image
+
   runs = tmp_path / 'degradation'
-  for model, top1s in (('plain20', (0.5, 0.7, 0.8)), ('plain56', (0.2, 0.3)),
-                       ('resnet20', (0.6, 0.8, 0.85)), ('resnet56', (0.5, 0.8, 0.83))):
+  for model, top1s in (
+    ('plain20', (0.5, 0.7, 0.8)),
+    ('plain56', (0.2, 0.3)),
+    ('resnet20', (0.6, 0.8, 0.85)),
+    ('resnet56', (0.5, 0.8, 0.83)),
+  ):
     _write_run(runs / model, model=model, top1s=top1s, planned_epochs=3)
   _main(capsys, f'{runs}/*')
   for model in ('plain20', 'plain56', 'resnet20', 'resnet56'):
@@ -127,7 +195,7 @@ def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
 
 
 def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):
-  # benchmarks/accuracy.py writes the same config.json for both; provenance names the framework.
+  # tools/parity.py writes the same config.json for both; provenance names the framework.
   _write_run(tmp_path / 'jax', top1s=(0.5, 0.6), framework='jax')
   _write_run(tmp_path / 'torch', top1s=(0.5, 0.7), framework='pytorch')
   rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))
@@ -147,7 +215,38 @@ def test_parity_figure_overlays_the_frameworks_and_needs_both(tmp_path, capsys):
 
 
 def test_parity_figure_averages_train_rows_over_each_epoch():
-  rows = [{'step': step, 'split': 'train', 'epoch': step / 10, 'loss': loss}
-          for step, loss in ((5, 4.0), (10, 2.0), (15, 1.0), (20, 3.0))]
+  rows = [
+    {'step': step, 'split': 'train', 'epoch': step / 10, 'loss': loss}
+    for step, loss in ((5, 4.0), (10, 2.0), (15, 1.0), (20, 3.0))
+  ]
   run = results.Run('unused', {}, {}, rows)
   assert results._epoch_means(run, 'loss') == ([1, 2], [3.0, 2.0])  # steps 1-10, then 11-20
+
+
+def test_timeline_json_gives_the_epoch_length_and_the_planned_run(tmp_path, capsys):
+  # No row says epoch 5 of 5, but timeline.json (written by every run) says the run had 50 steps.
+  run = _write_run(tmp_path / 'r20', top1s=(0.5, 0.6), planned_epochs=2)
+  (run / 'timeline.json').write_text(json.dumps({'epoch_steps': 10, 'total_steps': 50}))
+  row = _table_rows(_main(capsys, run, '--no_curves'))['ResNet-20']
+  assert row['epochs'] == '**2 of 5 (stopped early)**'
+
+
+def test_runs_where_jax_is_not_installed(tmp_path):
+  _write_run(tmp_path / 'run')
+  blocked = (
+    'import runpy, sys\n'
+    "for name in ('jax', 'jaxlib', 'flax', 'optax', 'ml_collections', 'numpy'):\n"
+    '  sys.modules[name] = None\n'
+    "sys.argv = ['tools/results.py', *sys.argv[1:]]\n"
+    "runpy.run_module('tools.results', run_name='__main__', alter_sys=True)\n"
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', blocked, str(tmp_path / 'run'), '--no_curves'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '| ResNet-20 | CIFAR-10 |' in result.stdout

@@ -1,22 +1,24 @@
 """Results of finished runs: a markdown table, training curves, and the degradation figure.
 
-Reads only the files a run leaves in its workdir (config.json, metrics.jsonl, provenance.json),
-so it needs neither JAX nor ml_collections; the figures need matplotlib
-(pip install -r benchmarks/requirements.txt).
+Reads only the files a run leaves in its workdir (config.json, metrics.jsonl, provenance.json and,
+where the run wrote one, timeline.json) through resnet_jax.records, which imports only the
+standard library: it needs neither JAX nor ml_collections. The figures need matplotlib
+(pip install -r tools/requirements.txt). From the repository root:
 
-  python benchmarks/results.py results/h100_2026-11-27/resnet18_fast \\
+  python -m tools.results results/h100_2026-11-27/resnet18_fast \\
       'results/h100_2026-11-27/degradation/*' --dataset_label='CIFAR-10 (JPEG copy)'
-  python benchmarks/results.py 'results/h100_2026-11-27/degradation/*' --degradation
-  python benchmarks/results.py 'results/cpu_2026-11-27/resnet20_short/seed*/*' --parity
+  python -m tools.results 'results/h100_2026-11-27/degradation/*' --degradation
+  python -m tools.results 'results/cpu_2026-11-27/resnet20_short/seed*/*' --parity
 
 The first prints the markdown table and writes each row's curves.png into its (first) workdir;
-the second writes degradation.png and the third parity.png (the JAX runs of
-benchmarks/accuracy.py against its PyTorch runs) into the runs' common parent folder.
+the second writes degradation.png and the third parity.png (the JAX runs of tools/parity.py
+against its PyTorch runs) into the runs' common parent folder.
 
 Runs whose configs differ only in `seed` make one row: their final test top-1 is given as
 mean ± sample standard deviation. A run that ended before its configured length (killed, out of
 time) is marked in the table and in the figures, never left out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +29,33 @@ import os
 import re
 import statistics
 import sys
-from typing import Any, Optional
+from typing import Any
 
-if __package__ in (None, ''):
-  # Run as a script: make benchmarks importable from the repository root.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import run_results  # pylint: disable=g-import-not-at-top
+from resnet_jax import records
 
 DATASET_NAMES = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}
 # Overrides on the command line that the table shows elsewhere (model, epochs, seeds) or that
 # do not change what is computed (paths, cadences); the others are part of the recipe.
-NOT_RECIPE = ('model.name', 'seed', 'num_train_steps', 'num_epochs', 'dataset.source',
-              'dataset.data_dir', 'steps_per_call', 'log_every_steps', 'eval_every_steps',
-              'checkpoint_every_steps', 'keep_checkpoints', 'allow_config_change',
-              'compilation_cache_dir', 'profile_steps')
+NOT_RECIPE = (
+  'model.name',
+  'seed',
+  'num_train_steps',
+  'num_epochs',
+  'dataset.source',
+  'dataset.data_dir',
+  'steps_per_call',
+  'log_every_steps',
+  'log_every_epochs',
+  'eval_every_steps',
+  'eval_every_epochs',
+  'checkpoint_every_steps',
+  'checkpoint_every_epochs',
+  'keep_checkpoints',
+  'allow_config_change',
+  'shared_workdir_timeout_s',
+  'compilation_cache_dir',
+  'profile_steps',
+)
 # The depths of the paper's CIFAR nets, each as resnetN and as its plain twin plainN.
 PAPER_DEPTHS = (20, 32, 44, 56, 110)
 DPI = 100
@@ -50,21 +64,27 @@ DPI = 100
 @dataclasses.dataclass
 class Run:
   """One workdir's files, and what the table and figures need from them."""
+
   workdir: str
   config: dict[str, Any]
   provenance: dict[str, Any]
   rows: list[dict[str, Any]]
+  timeline: dict[str, Any] | None = None  # timeline.json; absent in runs older than it
 
   def split(self, name: str) -> list[dict[str, Any]]:
     return [row for row in self.rows if row['split'] == name]
 
   @property
   def steps_per_epoch(self) -> int:
+    if self.timeline:
+      return self.timeline['epoch_steps']
     row = next(row for row in self.rows if row['epoch'] > 0)
     return round(row['step'] / row['epoch'])
 
   @property
   def planned_epochs(self) -> float:
+    if self.timeline:
+      return self.timeline['total_steps'] / self.timeline['epoch_steps']
     steps = self.config['num_train_steps']
     return steps / self.steps_per_epoch if steps > 0 else self.config['num_epochs']
 
@@ -77,7 +97,7 @@ class Run:
     return self.epochs_done < self.planned_epochs
 
   @property
-  def final_top1(self) -> Optional[float]:
+  def final_top1(self) -> float | None:
     """The last evaluation's test top-1: that of the final epoch, never the best."""
     tests = self.split('test')
     return tests[-1]['top1'] if tests else None
@@ -98,14 +118,17 @@ class Run:
 
   @property
   def framework(self) -> str:
-    """'jax', or 'pytorch' for benchmarks/accuracy.py's reference runs (provenance says so)."""
+    """'jax', or 'pytorch' for tools/parity.py's reference runs (provenance says so)."""
     return self.provenance.get('framework', 'jax')
 
   @property
   def model(self) -> str:
     match = re.fullmatch(r'(resnet|plain)(\d+)', self.config['model']['name'])
-    name = (self.config['model']['name'] if not match else
-            f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}')
+    name = (
+      self.config['model']['name']
+      if not match
+      else f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}'
+    )
     return name + (' (PyTorch)' if self.framework == 'pytorch' else '')
 
   @property
@@ -113,7 +136,7 @@ class Run:
     """The config file of the command, and the overrides that change the recipe."""
     command = self.provenance.get('command', [])
     config = next((arg.split('=', 1)[1] for arg in command if arg.startswith('--config=')), '?')
-    overrides = [arg[len('--config.'):] for arg in command if arg.startswith('--config.')]
+    overrides = [arg[len('--config.') :] for arg in command if arg.startswith('--config.')]
     overrides = [o for o in overrides if o.split('=', 1)[0] not in NOT_RECIPE]
     return ', '.join(f'`{item}`' for item in [config, *overrides])
 
@@ -126,33 +149,33 @@ class Run:
 
 def load_run(workdir: str) -> Run:
   """Reads a workdir; raises ValueError if it has no config.json or no metrics rows."""
+  config = records.read_config(workdir)
+  if config is None:
+    raise ValueError(f'{workdir} has no {records.CONFIG}: not a run workdir.')
+  # Absent if the run died before writing it: its columns read '?'.
+  provenance = records.read_json(os.path.join(workdir, records.PROVENANCE)) or {}
   try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      config = json.load(f)
-  except FileNotFoundError as e:
-    raise ValueError(f'{workdir} has no config.json: not a run workdir.') from e
-  provenance = {}  # absent if the run died before writing it: its columns read '?'
-  if os.path.exists(os.path.join(workdir, 'provenance.json')):
-    with open(os.path.join(workdir, 'provenance.json')) as f:
-      provenance = json.load(f)
-  rows = run_results.read_rows(workdir)
+    rows = records.read_metrics(workdir)
+  except FileNotFoundError:
+    rows = []
   if not rows:
-    raise ValueError(f'{workdir}/metrics.jsonl has no rows: the run logged nothing.')
-  return Run(workdir, config, provenance, rows)
+    raise ValueError(f'{workdir}/{records.METRICS} has no rows: the run logged nothing.')
+  return Run(workdir, config, provenance, rows, records.read_timeline(workdir))
 
 
 def find_runs(patterns: list[str]) -> list[Run]:
   """Runs of every workdir the paths or globs name; folders without config.json are skipped."""
   workdirs = sorted({path for pattern in patterns for path in glob.glob(pattern) or [pattern]})
-  return [load_run(w) for w in workdirs if os.path.exists(os.path.join(w, 'config.json'))]
+  return [load_run(w) for w in workdirs if os.path.exists(os.path.join(w, records.CONFIG))]
 
 
 def group_by_seed(runs: list[Run]) -> list[list[Run]]:
   """Runs of one framework whose configs are equal but for `seed`, in order of appearance."""
   groups: dict[str, list[Run]] = {}
   for run in runs:
-    key = run.framework + json.dumps({k: v for k, v in run.config.items() if k != 'seed'},
-                                     sort_keys=True)
+    key = run.framework + json.dumps(
+      {k: v for k, v in run.config.items() if k != 'seed'}, sort_keys=True
+    )
     groups.setdefault(key, []).append(run)
   for group in groups.values():
     group.sort(key=lambda run: run.config['seed'])
@@ -173,10 +196,15 @@ def _joined(values) -> str:
   return ', '.join(dict.fromkeys(values))  # unique, in order
 
 
-def table(groups: list[list[Run]], dataset_label: Optional[str] = None) -> list[str]:
+def table(groups: list[list[Run]], dataset_label: str | None = None) -> list[str]:
   """The markdown table, one line per group, then notes saying how each column was computed."""
-  lines = ['| model | dataset | recipe | epochs | test top-1 (final epoch) | seeds | train time '
-           '| machine | date |', '|---|---|---|---|---|---|---|---|---|']
+  lines = [
+    (
+      '| model | dataset | recipe | epochs | test top-1 (final epoch) | seeds | train time '
+      '| machine | date |'
+    ),
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   for group in groups:
     first = group[0]
     epochs = _epochs(first.planned_epochs)
@@ -184,8 +212,11 @@ def table(groups: list[list[Run]], dataset_label: Optional[str] = None) -> list[
     if len(group) == 1 and stopped:
       epochs = f'**{_epochs(first.epochs_done)} of {epochs} (stopped early)**'
     elif stopped:
-      epochs += ' **(stopped early: ' + ', '.join(
-          f'seed {run.config["seed"]} at {_epochs(run.epochs_done)}' for run in stopped) + ')**'
+      epochs += (
+        ' **(stopped early: '
+        + ', '.join(f'seed {run.config["seed"]} at {_epochs(run.epochs_done)}' for run in stopped)
+        + ')**'
+      )
     top1s = [100 * run.final_top1 for run in group if run.final_top1 is not None]
     if not top1s:
       top1 = 'no test eval'
@@ -196,20 +227,25 @@ def table(groups: list[list[Run]], dataset_label: Optional[str] = None) -> list[
     if len(top1s) < len(group):
       top1 += f' ({len(group) - len(top1s)} without a test eval)'
     seconds = statistics.mean(run.train_seconds for run in group)
-    dataset = dataset_label or DATASET_NAMES.get(first.config['dataset']['name'],
-                                                 first.config['dataset']['name'])
+    dataset = dataset_label or DATASET_NAMES.get(
+      first.config['dataset']['name'], first.config['dataset']['name']
+    )
     date = _joined(run.provenance.get('time', '?')[:10] for run in group)
-    lines.append(f'| {first.model} | {dataset} | {first.recipe} | {epochs} | {top1} | '
-                 f'{len(group)} | {_duration(seconds)} | {_joined(r.machine for r in group)} | '
-                 f'{date} |')
+    lines.append(
+      f'| {first.model} | {dataset} | {first.recipe} | {epochs} | {top1} | '
+      f'{len(group)} | {_duration(seconds)} | {_joined(r.machine for r in group)} | '
+      f'{date} |'
+    )
   return lines + [
-      '',
+    '',
+    (
       'test top-1: the last evaluation of each run (its final epoch, not the best one); over '
       'several seeds the mean ± the sample standard deviation. A run stopped early gives the '
       'evaluation of its last epoch. train time: the training steps only, the sum over log '
       'intervals of steps x batch size / the images per second measured there (compilation, '
-      'evaluation and checkpointing excluded), mean over seeds. machine: provenance.json\'s '
-      'device_kind; date: its start time.',
+      "evaluation and checkpointing excluded), mean over seeds. machine: provenance.json's "
+      'device_kind; date: its start time.'
+    ),
   ]
 
 
@@ -217,8 +253,13 @@ def _plot_splits(ax, run: Run, value, color, label: str) -> None:
   """value(row) of train (dashed) and test (solid) rows against epochs; an x where it stopped."""
   for split, style in (('train', '--'), ('test', '-')):
     rows = run.split(split)
-    ax.plot([row['epoch'] for row in rows], [value(row) for row in rows], style, color=color,
-            label=f'{label} {split}')
+    ax.plot(
+      [row['epoch'] for row in rows],
+      [value(row) for row in rows],
+      style,
+      color=color,
+      label=f'{label} {split}',
+    )
     if run.stopped_early and rows:
       ax.plot(rows[-1]['epoch'], value(rows[-1]), 'x', color=color, markersize=9)
 
@@ -227,10 +268,10 @@ def _pyplot():
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise SystemExit('The figures need matplotlib: pip install -r benchmarks/requirements.txt'
-                     ) from e
+    raise SystemExit('The figures need matplotlib: pip install -r tools/requirements.txt') from e
   matplotlib.use('Agg')  # files only, no display
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -258,8 +299,9 @@ def curves(group: list[Run], path: str) -> None:
   stopped = [run for run in group if run.stopped_early]
   if stopped:
     title += '\nstopped early (x): ' + ', '.join(
-        f'seed {r.config["seed"]} at epoch {_epochs(r.epochs_done)} of '
-        f'{_epochs(r.planned_epochs)}' for r in stopped)
+      f'seed {r.config["seed"]} at epoch {_epochs(r.epochs_done)} of {_epochs(r.planned_epochs)}'
+      for r in stopped
+    )
   fig.suptitle(title, fontsize=9)
   axes[0].set_ylabel('loss: train dashed, test solid')
   axes[1].set_ylabel('top-1 (%)')
@@ -276,8 +318,9 @@ def degradation(runs: list[Run], path: str) -> None:
       for run in (r for r in runs if r.config['model']['name'] == f'{family}{depth}'):
         label = f'{title}-{depth}'
         if run.stopped_early:
-          label += (f' (stopped at epoch {_epochs(run.epochs_done)} of '
-                    f'{_epochs(run.planned_epochs)})')
+          label += (
+            f' (stopped at epoch {_epochs(run.epochs_done)} of {_epochs(run.planned_epochs)})'
+          )
         _plot_splits(ax, run, lambda row: 100 * (1 - row['top1']), color, label)
     ax.set(title=f'{title}-N', ylim=(0, 100))
   axes[0].set_ylabel('top-1 error (%): train dashed, test solid')
@@ -288,8 +331,10 @@ def parity(runs: list[Run], path: str) -> None:
   """JAX against the PyTorch reference on identical inputs: blues for JAX, oranges for PyTorch."""
   frameworks = {run.framework for run in runs}
   if frameworks != {'jax', 'pytorch'}:
-    raise ValueError(f'--parity needs runs of both frameworks (benchmarks/accuracy.py writes '
-                     f'them); these are {sorted(frameworks)} only.')
+    raise ValueError(
+      f'--parity needs runs of both frameworks (tools/parity.py writes '
+      f'them); these are {sorted(frameworks)} only.'
+    )
   plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for framework, name, cmap in (('jax', 'JAX', 'Blues'), ('pytorch', 'PyTorch', 'Oranges')):
@@ -302,11 +347,19 @@ def parity(runs: list[Run], path: str) -> None:
         epochs, means = _epoch_means(run, key)
         ax.plot(epochs, [scale * m for m in means], '--', color=color, label=f'{label} train')
         tests = run.split('test')
-        ax.plot([row['epoch'] for row in tests], [scale * row[key] for row in tests], '-',
-                color=color, label=f'{label} test')
+        ax.plot(
+          [row['epoch'] for row in tests],
+          [scale * row[key] for row in tests],
+          '-',
+          color=color,
+          label=f'{label} test',
+        )
   first = runs[0]
-  fig.suptitle(f'{_joined(r.model.removesuffix(" (PyTorch)") for r in runs)}, '
-               f'{first.recipe.replace("`", "")}: JAX and PyTorch on the same batches', fontsize=9)
+  fig.suptitle(
+    f'{_joined(r.model.removesuffix(" (PyTorch)") for r in runs)}, '
+    f'{first.recipe.replace("`", "")}: JAX and PyTorch on the same batches',
+    fontsize=9,
+  )
   axes[0].set_ylabel('loss: train (epoch mean) dashed, test solid')
   axes[1].set_ylabel('top-1 (%)')
   _finish(fig, axes, plt, path, max(run.planned_epochs for run in runs))
@@ -327,21 +380,31 @@ def _shades(count: int) -> list[float]:
 
 
 def _common_parent(runs: list[Run], name: str) -> str:
-  return os.path.join(os.path.commonpath(
-      [os.path.dirname(os.path.abspath(run.workdir)) for run in runs]), name)
+  return os.path.join(
+    os.path.commonpath([os.path.dirname(os.path.abspath(run.workdir)) for run in runs]), name
+  )
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
   parser.add_argument('workdirs', nargs='+', help='run workdirs, as paths or globs')
-  parser.add_argument('--dataset_label', help='the dataset column of every row (default: the '
-                      "config's dataset, e.g. CIFAR-10); a workdir cannot tell which copy it read")
+  parser.add_argument(
+    '--dataset_label',
+    help='the dataset column of every row (default: the '
+    "config's dataset, e.g. CIFAR-10); a workdir cannot tell which copy it read",
+  )
   parser.add_argument('--no_curves', action='store_true', help='the table only, no figures')
   figure = parser.add_mutually_exclusive_group()
-  figure.add_argument('--degradation', action='store_true',
-                      help='instead of the table and curves, the degradation figure only')
-  figure.add_argument('--parity', action='store_true',
-                      help='instead of the table and curves, the JAX-against-PyTorch figure only')
+  figure.add_argument(
+    '--degradation',
+    action='store_true',
+    help='instead of the table and curves, the degradation figure only',
+  )
+  figure.add_argument(
+    '--parity',
+    action='store_true',
+    help='instead of the table and curves, the JAX-against-PyTorch figure only',
+  )
   args = parser.parse_args(argv)
   try:
     runs = find_runs(args.workdirs)

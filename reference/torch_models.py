@@ -12,8 +12,10 @@ Both repositories name their classes BasicBlock and ResNet; the prefixes here
 tell the two apart. Attribute names are the originals', which
 resnet_jax.models mirrors, so load_flax_variables maps weights by name.
 """
+
 import contextlib
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,17 +24,15 @@ from flax import traverse_util
 from torch import nn
 from torch.nn import init
 
-
 # --- akamaster/pytorch_resnet_cifar10 resnet.py ---
 
 
 def _weights_init(m):
-  if isinstance(m, nn.Linear) or isinstance(m, nn.Conv2d):
+  if isinstance(m, (nn.Linear, nn.Conv2d)):
     init.kaiming_normal_(m.weight)
 
 
 class LambdaLayer(nn.Module):
-
   def __init__(self, lambd):
     super().__init__()
     self.lambd = lambd
@@ -46,25 +46,23 @@ class AkamasterBasicBlock(nn.Module):
 
   def __init__(self, in_planes, planes, stride=1, option='A'):
     super().__init__()
-    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride,
-                           padding=1, bias=False)
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1,
-                           bias=False)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes)
 
     self.shortcut = nn.Sequential()
     if stride != 1 or in_planes != planes:
       if option == 'A':
         # For CIFAR10 ResNet paper uses option A.
-        self.shortcut = LambdaLayer(lambda x: F.pad(
-            x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4),
-            'constant', 0))
+        self.shortcut = LambdaLayer(
+          lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4), 'constant', 0)
+        )
       elif option == 'B':
         self.shortcut = nn.Sequential(
-            nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
-                      stride=stride, bias=False),
-            nn.BatchNorm2d(self.expansion * planes))
+          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+          nn.BatchNorm2d(self.expansion * planes),
+        )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -75,13 +73,11 @@ class AkamasterBasicBlock(nn.Module):
 
 
 class AkamasterResNet(nn.Module):
-
   def __init__(self, block, num_blocks, num_classes=10):
     super().__init__()
     self.in_planes = 16
 
-    self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1,
-                           bias=False)
+    self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1, bias=False)
     self.bn1 = nn.BatchNorm2d(16)
     self.layer1 = self._make_layer(block, 16, num_blocks[0], stride=1)
     self.layer2 = self._make_layer(block, 32, num_blocks[1], stride=2)
@@ -93,8 +89,8 @@ class AkamasterResNet(nn.Module):
   def _make_layer(self, block, planes, num_blocks, stride):
     strides = [stride] + [1] * (num_blocks - 1)
     layers = []
-    for stride in strides:
-      layers.append(block(self.in_planes, planes, stride))
+    for block_stride in strides:
+      layers.append(block(self.in_planes, planes, block_stride))
       self.in_planes = planes * block.expansion
 
     return nn.Sequential(*layers)
@@ -126,19 +122,17 @@ class KuangliuBasicBlock(nn.Module):
 
   def __init__(self, in_planes, planes, stride=1):
     super().__init__()
-    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride,
-                           padding=1, bias=False)
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1,
-                           bias=False)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes)
 
     self.shortcut = nn.Sequential()
     if stride != 1 or in_planes != self.expansion * planes:
       self.shortcut = nn.Sequential(
-          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
-                    stride=stride, bias=False),
-          nn.BatchNorm2d(self.expansion * planes))
+        nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+        nn.BatchNorm2d(self.expansion * planes),
+      )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -155,19 +149,17 @@ class KuangliuBottleneck(nn.Module):
     super().__init__()
     self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride,
-                           padding=1, bias=False)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes)
-    self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1,
-                           bias=False)
+    self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1, bias=False)
     self.bn3 = nn.BatchNorm2d(self.expansion * planes)
 
     self.shortcut = nn.Sequential()
     if stride != 1 or in_planes != self.expansion * planes:
       self.shortcut = nn.Sequential(
-          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1,
-                    stride=stride, bias=False),
-          nn.BatchNorm2d(self.expansion * planes))
+        nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+        nn.BatchNorm2d(self.expansion * planes),
+      )
 
   def forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
@@ -179,13 +171,11 @@ class KuangliuBottleneck(nn.Module):
 
 
 class KuangliuResNet(nn.Module):
-
   def __init__(self, block, num_blocks, num_classes=10):
     super().__init__()
     self.in_planes = 64
 
-    self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1,
-                           bias=False)
+    self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     self.bn1 = nn.BatchNorm2d(64)
     self.layer1 = self._make_layer(block, 64, num_blocks[0], stride=1)
     self.layer2 = self._make_layer(block, 128, num_blocks[1], stride=2)
@@ -196,8 +186,8 @@ class KuangliuResNet(nn.Module):
   def _make_layer(self, block, planes, num_blocks, stride):
     strides = [stride] + [1] * (num_blocks - 1)
     layers = []
-    for stride in strides:
-      layers.append(block(self.in_planes, planes, stride))
+    for block_stride in strides:
+      layers.append(block(self.in_planes, planes, block_stride))
       self.in_planes = planes * block.expansion
     return nn.Sequential(*layers)
 
@@ -219,20 +209,24 @@ def resnet18(num_classes: int = 10) -> KuangliuResNet:
 
 # resnet_jax.models name -> the reference that model ports.
 MODELS: Mapping[str, Callable[..., nn.Module]] = {
-    'resnet18': resnet18,
-    'resnet20': resnet20,
-    'resnet56': resnet56,
+  'resnet18': resnet18,
+  'resnet20': resnet20,
+  'resnet56': resnet56,
 }
 
 
 # --- training ---
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               images: torch.Tensor, labels: torch.Tensor,
-               autocast_dtype: Optional[torch.dtype] = None,
-               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-  """One SGD step, as resnet_jax.train.train_step takes one.
+def train_step(
+  model: nn.Module,
+  optimizer: torch.optim.Optimizer,
+  images: torch.Tensor,
+  labels: torch.Tensor,
+  autocast_dtype: torch.dtype | None = None,
+  label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+  """One SGD step, as resnet_jax.train_step.update_on_batch takes one.
 
   Args:
     model: in training mode (BatchNorm uses and updates batch statistics).
@@ -248,8 +242,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     The mean loss and the logits of the batch, detached.
   """
   optimizer.zero_grad(set_to_none=True)
-  autocast = (torch.autocast(images.device.type, dtype=autocast_dtype)
-              if autocast_dtype is not None else contextlib.nullcontext())
+  autocast = (
+    torch.autocast(images.device.type, dtype=autocast_dtype)
+    if autocast_dtype is not None
+    else contextlib.nullcontext()
+  )
   with autocast:
     logits = model(images)
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -262,8 +259,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 # flax leaf name -> PyTorch state_dict suffix, per variable collection.
 _LEAF_NAMES = {
-    'params': {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'},
-    'batch_stats': {'mean': 'running_mean', 'var': 'running_var'},
+  'params': {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'},
+  'batch_stats': {'mean': 'running_mean', 'var': 'running_var'},
 }
 _MODULE_NAMES = {'shortcut_conv': 'shortcut.0', 'shortcut_bn': 'shortcut.1'}
 
@@ -282,8 +279,7 @@ def _to_torch_layout(value: np.ndarray) -> np.ndarray:
   return value
 
 
-def load_flax_variables(torch_model: nn.Module,
-                        variables: Mapping[str, Any]) -> None:
+def load_flax_variables(torch_model: nn.Module, variables: Mapping[str, Any]) -> None:
   """Copies flax params and batch_stats into torch_model, in place.
 
   Args:
@@ -301,14 +297,13 @@ def load_flax_variables(torch_model: nn.Module,
     for path, value in flat.items():
       key = _torch_key(collection, path)
       if key not in state:
-        raise KeyError(f'flax {collection}/{"/".join(path)} maps to {key}, '
-                       'which the PyTorch model lacks')
-      state[key] = torch.from_numpy(
-          np.array(_to_torch_layout(np.asarray(value, np.float32))))
+        raise KeyError(
+          f'flax {collection}/{"/".join(path)} maps to {key}, which the PyTorch model lacks'
+        )
+      state[key] = torch.from_numpy(np.array(_to_torch_layout(np.asarray(value, np.float32))))
       loaded.add(key)
   # num_batches_tracked has no flax counterpart and does not affect outputs.
-  missing = sorted(k for k in state
-                   if k not in loaded and not k.endswith('num_batches_tracked'))
+  missing = sorted(k for k in state if k not in loaded and not k.endswith('num_batches_tracked'))
   if missing:
     raise KeyError(f'no flax variable for PyTorch {", ".join(missing)}')
   torch_model.load_state_dict(state)

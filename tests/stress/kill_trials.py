@@ -1,11 +1,11 @@
-"""Kill-and-resume trials: SIGKILL launch.py mid-run, start it again, and demand the same result.
+"""Kill-and-resume trials: SIGKILL a training run mid-run, start it again, demand the same result.
 
 Training randomness is a pure function of (seed, step) and a run resumes from its latest orbax
 checkpoint, so a run that is killed (at any moment, even while a checkpoint is being written)
 and started again must end bit for bit where an uninterrupted run ends. Each trial:
 
-1. starts `launch.py` (the tiny resnet_test net on a fake 40-image CIFAR-10 archive, 24 steps, a
-   checkpoint every 4) in a fresh workdir;
+1. starts `python -m launch` in the repository root (the tiny resnet_test net on a fake 80-image
+   CIFAR-10 archive, 24 steps, a checkpoint every 4) in a fresh workdir;
 2. SIGKILLs it, either while a checkpoint is being written (a `<step>.orbax-checkpoint-tmp*`
    folder is polled for in workdir/checkpoints) or at a uniformly random time between the start
    and the expected end (the duration of an uninterrupted run with a warm compilation cache);
@@ -16,10 +16,11 @@ and started again must end bit for bit where an uninterrupted run ends. Each tri
 
 Two uninterrupted runs are compared first: a difference there is not the resume's fault.
 
-  python benchmarks/kill_trials.py --trials 20 --seed 0
+  python -m tests.stress.kill_trials --trials 20 --seed 0    # from the repository root
 
 tests/test_kill_resume.py runs three trials with these same functions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,69 +32,89 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Optional, Union
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if __package__ in (None, ''):
-  # Run as a script: make resnet_jax and tests (fake_cifar) importable from the repository root.
-  sys.path.insert(0, str(REPO))
-
-# pylint: disable=g-import-not-at-top
-from benchmarks.launch_child import Child
-from benchmarks.run_results import (TMP_MARK, Comparison, Reference, checkpoint_dir, compare,
-                                    complete_checkpoints, load_reference, temporary_checkpoints)
-# pylint: enable=g-import-not-at-top
+from tests.stress.launch_child import Child
+from tests.stress.run_comparison import (
+  TMP_MARK,
+  Comparison,
+  Reference,
+  checkpoint_dir,
+  compare,
+  complete_checkpoints,
+  load_reference,
+  temporary_checkpoints,
+)
 
 TOTAL_STEPS = 24
 CHECKPOINT_EVERY = 4
 CHECKPOINT_STEPS = tuple(range(CHECKPOINT_EVERY, TOTAL_STEPS + 1, CHECKPOINT_EVERY))
 # resnet_test (steps_per_call 2, keep_checkpoints 2), long enough that kills land mid-run: six
 # checkpoints, three evals. About 4-5 s a run on 2 CPU cores once the compilation cache is warm.
-TRIAL_FLAGS = ('--config=configs/resnet_test.py', f'--config.num_train_steps={TOTAL_STEPS}',
-               f'--config.checkpoint_every_steps={CHECKPOINT_EVERY}',
-               '--config.log_every_steps=2', '--config.eval_every_steps=8')
+TRIAL_FLAGS = (
+  '--config=configs/resnet_test.py',
+  f'--config.num_train_steps={TOTAL_STEPS}',
+  f'--config.checkpoint_every_steps={CHECKPOINT_EVERY}',
+  '--config.log_every_steps=2',
+  '--config.eval_every_steps=8',
+)
 CHILD_TIMEOUT_S = 240  # every child is bounded: a hung run fails its trial, not the caller
 POLL_S = 0.002
 
 
 # ------------------------------------------------------------------------------------------------
-# Running launch.py
+# Running launch
 
 
-def write_archive(directory: Union[str, os.PathLike]) -> pathlib.Path:
-  """The fake CIFAR-10 archive the trials train on (40 learnable train images, 20 test)."""
+def write_archive(directory: str | os.PathLike) -> pathlib.Path:
+  """The fake CIFAR-10 tarball the trials train on (80 learnable train images, 20 test).
+
+  The same archive as tests/conftest.py's cifar_dir fixture, which tests/test_kill_resume.py uses.
+  """
   from tests import fake_cifar  # pylint: disable=g-import-not-at-top
+
   directory = pathlib.Path(directory)
-  fake_cifar.write_cifar10(directory, records_per_batch=8, learnable=True)
+  fake_cifar.write_cifar10(
+    directory, records_per_batch=16, test_records=20, learnable=True, form='tarball'
+  )
   return directory
 
 
-def child_env(cache_dir: Union[str, os.PathLike]) -> dict[str, str]:
+def child_env(cache_dir: str | os.PathLike) -> dict[str, str]:
   """Four CPU devices, and a shared persistent compilation cache so children start fast."""
-  return {**os.environ, 'JAX_NUM_CPU_DEVICES': '4', 'JAX_PLATFORMS': 'cpu',
-          'JAX_COMPILATION_CACHE_DIR': str(cache_dir),
-          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
+  return {
+    **os.environ,
+    'JAX_NUM_CPU_DEVICES': '4',
+    'JAX_PLATFORMS': 'cpu',
+    'JAX_COMPILATION_CACHE_DIR': os.path.abspath(cache_dir),
+    'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+  }
 
 
-def launch_command(data_dir: Union[str, os.PathLike], workdir: Union[str, os.PathLike]
-                   ) -> list[str]:
-  return [sys.executable, str(REPO / 'launch.py'), *TRIAL_FLAGS,
-          f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}']
+def launch_command(data_dir: str | os.PathLike, workdir: str | os.PathLike) -> list[str]:
+  """`python -m launch` with the trial flags; Child runs it in the repository root."""
+  return [
+    sys.executable,
+    '-m',
+    'launch',
+    *TRIAL_FLAGS,
+    f'--config.dataset.data_dir={os.path.abspath(data_dir)}',
+    f'--workdir={os.path.abspath(workdir)}',
+  ]
 
 
-def start_run(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
-              ) -> Child:
+def start_run(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S) -> Child:
   """The trial command in workdir, as a killable child logging to log_path."""
   return Child(launch_command(data_dir, workdir), child_env(cache_dir), log_path, timeout_s)
 
 
-def run_to_end(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
-               ) -> tuple[float, Child]:
+def run_to_end(
+  data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_TIMEOUT_S
+) -> tuple[float, Child]:
   """An uninterrupted run; returns (wall seconds, the child). Raises if it fails."""
   child = start_run(data_dir, workdir, cache_dir, log_path, timeout_s)
   code = child.wait()
   if code != 0:
-    raise RuntimeError(f'launch.py exited with {code}; log: {log_path}\n{child.log_tail()}')
+    raise RuntimeError(f'launch exited with {code}; log: {log_path}\n{child.log_tail()}')
   return child.elapsed(), child
 
 
@@ -104,6 +125,7 @@ def run_to_end(data_dir, workdir, cache_dir, log_path, timeout_s: float = CHILD_
 @dataclasses.dataclass(frozen=True)
 class KillAtTime:
   """SIGKILL `seconds` after the start (drawn uniformly between start and expected end)."""
+
   seconds: float
 
 
@@ -114,23 +136,25 @@ class KillDuringSave:
   Which save: of the checkpoint steps still ahead of this run (after the step it resumes from),
   the one at fraction `which` (0 <= which < 1) of the way along.
   """
+
   which: float
   delay_s: float = 0.0
 
 
-Kill = Union[KillAtTime, KillDuringSave]
+Kill = KillAtTime | KillDuringSave
 
 
 @dataclasses.dataclass
 class KillRecord:
   """What a kill hit: the workdir right after the process died, and that run's own log."""
+
   planned: str  # 'random' or 'save'
   at_s: float  # seconds after the start of that run
   killed: bool  # False: the run had already ended by itself
-  during_save: Optional[int]  # the step whose temporary checkpoint folder this run left behind
-  last_checkpoint: Optional[int]  # the latest complete checkpoint in the workdir at the kill
-  resumed_from: Optional[int]  # the step this run had restored by then (its log)
-  last_logged: Optional[int]  # the last step this run logged a train line for (its log)
+  during_save: int | None  # the step whose temporary checkpoint folder this run left behind
+  last_checkpoint: int | None  # the latest complete checkpoint in the workdir at the kill
+  resumed_from: int | None  # the step this run had restored by then (its log)
+  last_logged: int | None  # the last step this run logged a train line for (its log)
 
   def describe(self) -> str:
     if not self.killed:
@@ -169,8 +193,7 @@ def save_target(workdir, which: float) -> int:
   return ahead[int(which * len(ahead))]
 
 
-def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, int]]
-               ) -> KillRecord:
+def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, int]]) -> KillRecord:
   """Carries out `kill` on a running child and records what it hit.
 
   stale: _temporary_identities(workdir) from before the child started.
@@ -183,8 +206,10 @@ def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, in
   else:
     planned = 'save'
     target = f'{save_target(workdir, kill.which)}{TMP_MARK}'
-    while child.alive() and not any(n.startswith(target) and stale.get(n) != ident
-                                    for n, ident in _temporary_identities(workdir).items()):
+    while child.alive() and not any(
+      n.startswith(target) and stale.get(n) != ident
+      for n, ident in _temporary_identities(workdir).items()
+    ):
       child.check_timeout()
       time.sleep(POLL_S)
     if kill.delay_s:
@@ -192,12 +217,20 @@ def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, in
   killed = child.alive()
   at_s = child.elapsed()
   child.kill()
-  during = [int(n.split('.')[0]) for n, ident in _temporary_identities(workdir).items()
-            if stale.get(n) != ident]
-  return KillRecord(planned=planned, at_s=at_s, killed=killed,
-                    during_save=max(during) if (killed and during) else None,
-                    last_checkpoint=(complete_checkpoints(workdir) or [None])[-1],
-                    resumed_from=child.resumed_from(), last_logged=child.last_logged())
+  during = [
+    int(n.split('.')[0])
+    for n, ident in _temporary_identities(workdir).items()
+    if stale.get(n) != ident
+  ]
+  return KillRecord(
+    planned=planned,
+    at_s=at_s,
+    killed=killed,
+    during_save=max(during) if (killed and during) else None,
+    last_checkpoint=(complete_checkpoints(workdir) or [None])[-1],
+    resumed_from=child.resumed_from(),
+    last_logged=child.last_logged(),
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,7 +240,7 @@ def kill_child(child: Child, workdir, kill: Kill, stale: dict[str, tuple[int, in
 @dataclasses.dataclass
 class TrialResult:
   kills: list[KillRecord]
-  resumed_from: list[Optional[int]]  # per restart: the step it restored (None: from scratch)
+  resumed_from: list[int | None]  # per restart: the step it restored (None: from scratch)
   comparison: Comparison
   seconds: float
 
@@ -216,8 +249,14 @@ class TrialResult:
     return self.comparison.identical
 
 
-def run_trial(kills: list[Kill], data_dir, trial_dir, cache_dir, reference: Reference,
-              timeout_s: float = CHILD_TIMEOUT_S) -> TrialResult:
+def run_trial(
+  kills: list[Kill],
+  data_dir,
+  trial_dir,
+  cache_dir,
+  reference: Reference,
+  timeout_s: float = CHILD_TIMEOUT_S,
+) -> TrialResult:
   """A fresh workdir under trial_dir; each kill hits one run, then a last run finishes."""
   start = time.monotonic()
   trial_dir = pathlib.Path(trial_dir)
@@ -233,28 +272,29 @@ def run_trial(kills: list[Kill], data_dir, trial_dir, cache_dir, reference: Refe
   child = start_run(data_dir, workdir, cache_dir, trial_dir / f'run{len(kills)}.log', timeout_s)
   code = child.wait()
   if code != 0:
-    raise RuntimeError(f'the resumed launch.py exited with {code}; log: {child.log_path}\n'
-                       + child.log_tail())
+    raise RuntimeError(
+      f'the resumed launch exited with {code}; log: {child.log_path}\n' + child.log_tail()
+    )
   resumed.append(child.resumed_from())
   return TrialResult(records, resumed, compare(workdir, reference), time.monotonic() - start)
 
 
-def make_reference(data_dir, base_dir, cache_dir, timeout_s: float = CHILD_TIMEOUT_S
-                   ) -> Reference:
+def make_reference(data_dir, base_dir, cache_dir, timeout_s: float = CHILD_TIMEOUT_S) -> Reference:
   """Two uninterrupted runs: the first fills the compilation cache, the second is timed.
 
   Both must end identically, or no kill trial could be: that is checked here.
   """
   base_dir = pathlib.Path(base_dir)
-  run_to_end(data_dir, base_dir / 'reference0', cache_dir, base_dir / 'reference0.log',
-             timeout_s)
-  seconds, _ = run_to_end(data_dir, base_dir / 'reference', cache_dir,
-                          base_dir / 'reference.log', timeout_s)
+  run_to_end(data_dir, base_dir / 'reference0', cache_dir, base_dir / 'reference0.log', timeout_s)
+  seconds, _ = run_to_end(
+    data_dir, base_dir / 'reference', cache_dir, base_dir / 'reference.log', timeout_s
+  )
   reference = load_reference(base_dir / 'reference', seconds)
   again = compare(base_dir / 'reference0', reference)
   if not again.identical:
-    raise AssertionError('two uninterrupted runs differ, so kill trials cannot be judged: '
-                         + again.problems())
+    raise AssertionError(
+      'two uninterrupted runs differ, so kill trials cannot be judged: ' + again.problems()
+    )
   return reference
 
 
@@ -267,7 +307,7 @@ def plan_trials(n: int, seed: int, expected_s: float, max_kills: int = 2) -> lis
   """
   rng = random.Random(seed)
 
-  def draw(during_save: bool, stratum: Optional[int] = None) -> Kill:
+  def draw(during_save: bool, stratum: int | None = None) -> Kill:
     if during_save:
       which = rng.random()
       if stratum is not None:  # spread the first save kills over all the checkpoint steps
@@ -289,35 +329,46 @@ def _fmt_resumed(resumed):
 
 
 def table(results: list[TrialResult]) -> str:
-  lines = ['| trial | kills (planned, time after start: what it hit) | resumed from | '
-           'arrays | final eval | rows | dups | identical |',
-           '|---|---|---|---|---|---|---|---|']
+  lines = [
+    (
+      '| trial | kills (planned, time after start: what it hit) | resumed from | '
+      'arrays | final eval | rows | dups | identical |'
+    ),
+    '|---|---|---|---|---|---|---|---|',
+  ]
   for i, r in enumerate(results):
     c = r.comparison
     lines.append(
-        f'| {i} | {"; ".join(k.describe() for k in r.kills)} | {_fmt_resumed(r.resumed_from)} | '
-        f'{"equal" if not c.array_diffs else f"{len(c.array_diffs)} differ"} | '
-        f'{"equal" if c.final_eval_equal else "differs"} | '
-        f'{"equal" if not c.row_diffs else f"{len(c.row_diffs)} differ"} | '
-        f'{len(c.duplicates)} | {"yes" if r.identical else "NO"} |')
+      f'| {i} | {"; ".join(k.describe() for k in r.kills)} | {_fmt_resumed(r.resumed_from)} | '
+      f'{"equal" if not c.array_diffs else f"{len(c.array_diffs)} differ"} | '
+      f'{"equal" if c.final_eval_equal else "differs"} | '
+      f'{"equal" if not c.row_diffs else f"{len(c.row_diffs)} differ"} | '
+      f'{len(c.duplicates)} | {"yes" if r.identical else "NO"} |'
+    )
   return '\n'.join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--trials', type=int, default=20)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--max_kills', type=int, default=2, help='kills per trial, at most')
-  parser.add_argument('--dir', default='', help='where workdirs go (default: a temporary folder, '
-                      'deleted at the end unless --keep)')
+  parser.add_argument(
+    '--dir',
+    default='',
+    help='where workdirs go (default: a temporary folder, deleted at the end unless --keep)',
+  )
   parser.add_argument('--keep', action='store_true', help='keep the workdirs and logs')
   parser.add_argument('--data_dir', default='', help='a CIFAR-10 archive (default: a fake one)')
-  parser.add_argument('--cache_dir', default='',
-                      help='the compilation cache children share (default: under --dir)')
-  parser.add_argument('--timeout', type=float, default=CHILD_TIMEOUT_S,
-                      help='seconds each launch.py may run')
+  parser.add_argument(
+    '--cache_dir', default='', help='the compilation cache children share (default: under --dir)'
+  )
+  parser.add_argument(
+    '--timeout', type=float, default=CHILD_TIMEOUT_S, help='seconds each launch run may take'
+  )
   args = parser.parse_args(argv)
   from absl import logging  # pylint: disable=g-import-not-at-top
+
   logging.set_verbosity(logging.ERROR)  # orbax's read-only and metadata notes on each restore
 
   base = pathlib.Path(args.dir or tempfile.mkdtemp(prefix='resnet_jax_kill_trials_'))
@@ -326,21 +377,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     data_dir = args.data_dir or write_archive(base / 'cifar10')
     cache_dir = args.cache_dir or base / 'compilation_cache'
     reference = make_reference(data_dir, base, cache_dir, args.timeout)
-    print(f'reference: {reference.seconds:.2f} s uninterrupted, final step {reference.step}, '
-          f'{len(reference.arrays)} arrays; two uninterrupted runs identical', flush=True)
+    print(
+      f'reference: {reference.seconds:.2f} s uninterrupted, final step {reference.step}, '
+      f'{len(reference.arrays)} arrays; two uninterrupted runs identical',
+      flush=True,
+    )
     results = []
-    for i, kills in enumerate(plan_trials(args.trials, args.seed, reference.seconds,
-                                          args.max_kills)):
+    for i, kills in enumerate(
+      plan_trials(args.trials, args.seed, reference.seconds, args.max_kills)
+    ):
       result = run_trial(kills, data_dir, base / f'trial{i}', cache_dir, reference, args.timeout)
       results.append(result)
       c = result.comparison
-      print(f'trial {i}: {"; ".join(k.describe() for k in result.kills)} -> resumed from '
-            f'{_fmt_resumed(result.resumed_from)}: '
-            f'{"identical" if result.identical else "DIFFERS: " + c.problems()} '
-            f'({result.seconds:.1f} s)', flush=True)
+      print(
+        f'trial {i}: {"; ".join(k.describe() for k in result.kills)} -> resumed from '
+        f'{_fmt_resumed(result.resumed_from)}: '
+        f'{"identical" if result.identical else "DIFFERS: " + c.problems()} '
+        f'({result.seconds:.1f} s)',
+        flush=True,
+      )
       if c.leftover_tmp or c.checkpoints != reference.checkpoints:
-        print(f'  note: checkpoints left {c.checkpoints} (reference {reference.checkpoints}), '
-              f'temporary folders left {c.leftover_tmp}', flush=True)
+        print(
+          f'  note: checkpoints left {c.checkpoints} (reference {reference.checkpoints}), '
+          f'temporary folders left {c.leftover_tmp}',
+          flush=True,
+        )
     print()
     print(table(results))
     print()

@@ -1,5 +1,6 @@
-"""One launch.py run as a child process: killable with everything it started, bounded in time,
-its output in a log file that says which step it resumed from and how far it got."""
+"""One `python -m launch` run as a child process: killable with everything it started, bounded
+in time, its output in a log file that says which step it resumed from and how far it got."""
+
 from __future__ import annotations
 
 import os
@@ -8,23 +9,28 @@ import re
 import signal
 import subprocess
 import time
-from typing import Optional
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# One of a run's opening lines (console.opening_lines) says where a resumed run starts.
 _RESUMED = re.compile(r'Resumed from the checkpoint of step (\d+)')
-_PROGRESS = re.compile(r'step +(\d+)/\d+ +loss')  # train.py's progress line at each log step
+_PROGRESS = re.compile(r'step +(\d+)/\d+ +loss')  # console.Progress's line at each log step
 
 
 class Child:
-  """One launch.py in its own process group (a kill takes all of it), stderr to a log file."""
+  """One launch run in its own process group (a kill takes all of it), output to a log file.
+
+  The command runs in the repository root.
+  """
 
   def __init__(self, command: list[str], env: dict[str, str], log_path, timeout_s: float):
     self.log_path = pathlib.Path(log_path)
     self.timeout_s = timeout_s
-    self._log = open(self.log_path, 'w')
     self.start = time.monotonic()
-    self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+    # The child writes to its own copy of the file descriptor; this process needs none.
+    with open(self.log_path, 'w') as log:
+      self.proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+      )
 
   def elapsed(self) -> float:
     return time.monotonic() - self.start
@@ -38,13 +44,13 @@ class Child:
     except ProcessLookupError:
       pass
     self.proc.wait()
-    self._log.close()
 
   def check_timeout(self) -> None:
     if self.elapsed() > self.timeout_s:
       self.kill()
-      raise TimeoutError(f'launch.py ran past {self.timeout_s} s; log: {self.log_path}\n'
-                         + self.log_tail())
+      raise TimeoutError(
+        f'launch ran past {self.timeout_s} s; log: {self.log_path}\n' + self.log_tail()
+      )
 
   def wait(self) -> int:
     """Waits for the end (killing it past the timeout); returns the exit status."""
@@ -52,7 +58,6 @@ class Child:
       self.proc.wait(timeout=max(self.timeout_s - self.elapsed(), 0.1))
     except subprocess.TimeoutExpired:
       self.check_timeout()
-    self._log.close()
     return self.proc.returncode
 
   def log_text(self) -> str:
@@ -61,12 +66,12 @@ class Child:
   def log_tail(self, chars: int = 3000) -> str:
     return self.log_text()[-chars:]
 
-  def resumed_from(self) -> Optional[int]:
+  def resumed_from(self) -> int | None:
     """The step this run restored, from its log; None when it started from scratch."""
     found = _RESUMED.findall(self.log_text())
     return int(found[0]) if found else None
 
-  def last_logged(self) -> Optional[int]:
+  def last_logged(self) -> int | None:
     """The last step this run printed a progress line for; None before its first."""
     found = _PROGRESS.findall(self.log_text())
     return int(found[-1]) if found else None

@@ -1,17 +1,19 @@
 """A finished run's results as files hold them, and their bit-for-bit comparison with another's.
 
-Used by benchmarks/kill_trials.py and tests/test_kill_resume.py: the final checkpoint's arrays
-(restored as numpy, whatever device count wrote them), metrics.jsonl, and which checkpoint
-folders orbax completed.
+Used by tests/stress/kill_trials.py and tests/test_kill_resume.py: the final checkpoint's arrays
+(restored as numpy, whatever device count wrote them), metrics.jsonl (read with
+resnet_jax.records), and which checkpoint folders orbax completed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import pathlib
-from typing import Any, Optional
+from typing import Any
+
+from resnet_jax import records
 
 TMP_MARK = '.orbax-checkpoint-tmp'  # orbax's name for a checkpoint still being written
 TIMING_KEYS = ('images_per_second',)  # wall-clock measurements: differ between any two runs
@@ -30,15 +32,16 @@ def complete_checkpoints(workdir) -> list[int]:
 
 
 def temporary_checkpoints(workdir) -> list[str]:
-  return sorted(os.path.basename(p) for p in glob.glob(
-      os.path.join(checkpoint_dir(workdir), f'*{TMP_MARK}*')))
+  return sorted(
+    os.path.basename(p) for p in glob.glob(os.path.join(checkpoint_dir(workdir), f'*{TMP_MARK}*'))
+  )
 
 
 def read_rows(workdir) -> list[dict[str, Any]]:
-  path = pathlib.Path(workdir) / 'metrics.jsonl'
-  if not path.exists():
+  """Every row of workdir's metrics.jsonl; none if the run never wrote one."""
+  if not (pathlib.Path(workdir) / records.METRICS).exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return records.read_metrics(str(workdir))
 
 
 def restore_final(workdir) -> tuple[int, dict[str, Any]]:
@@ -50,6 +53,7 @@ def restore_final(workdir) -> tuple[int, dict[str, Any]]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
 
   manager = checkpoint.create_manager(str(workdir), create=False)
@@ -66,8 +70,9 @@ def restore_final(workdir) -> tuple[int, dict[str, Any]]:
   tree = getattr(getattr(tree, 'item_metadata', tree), 'tree', tree)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return step, {jax.tree_util.keystr(k): np.asarray(v)
-                for k, v in jax.tree_util.tree_leaves_with_path(state)}
+  return step, {
+    jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(state)
+  }
 
 
 def duplicate_rows(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -92,6 +97,7 @@ def _untimed(rows):
 @dataclasses.dataclass
 class Reference:
   """What an uninterrupted run ends with."""
+
   workdir: pathlib.Path
   seconds: float  # wall time of the warm uninterrupted run: the expected end of a trial's run
   step: int
@@ -102,13 +108,14 @@ class Reference:
 
 def load_reference(workdir, seconds: float) -> Reference:
   step, arrays = restore_final(workdir)
-  return Reference(pathlib.Path(workdir), seconds, step, arrays, read_rows(workdir),
-                   complete_checkpoints(workdir))
+  return Reference(
+    pathlib.Path(workdir), seconds, step, arrays, read_rows(workdir), complete_checkpoints(workdir)
+  )
 
 
 @dataclasses.dataclass
 class Comparison:
-  step: Optional[int]
+  step: int | None
   array_diffs: list[str]  # paths whose dtype, shape or bytes differ, or that one side lacks
   final_eval_equal: bool
   row_diffs: list[str]  # metrics.jsonl rows (timings aside) that differ from the reference's
@@ -118,8 +125,9 @@ class Comparison:
 
   @property
   def identical(self) -> bool:
-    return (not self.array_diffs and self.final_eval_equal and not self.row_diffs
-            and not self.duplicates)
+    return (
+      not self.array_diffs and self.final_eval_equal and not self.row_diffs and not self.duplicates
+    )
 
   def problems(self) -> str:
     out = []
@@ -141,17 +149,26 @@ def compare(workdir, reference: Reference) -> Comparison:
     diffs.append(f'<step {step}, reference {reference.step}>')
   for name in sorted(set(arrays) | set(reference.arrays)):
     a, b = arrays.get(name), reference.arrays.get(name)
-    if (a is None or b is None or a.dtype != b.dtype or a.shape != b.shape
-        or a.tobytes() != b.tobytes()):
+    if (
+      a is None
+      or b is None
+      or a.dtype != b.dtype
+      or a.shape != b.shape
+      or a.tobytes() != b.tobytes()
+    ):
       diffs.append(name)
   rows = read_rows(workdir)
   ours, theirs = _untimed(rows), _untimed(reference.rows)
   row_diffs = [f'{a} vs {b}' for a, b in zip(ours, theirs) if a != b]
   if len(ours) != len(theirs):
     row_diffs.append(f'{len(ours)} rows, reference {len(theirs)}')
-  return Comparison(step=step, array_diffs=diffs,
-                    final_eval_equal=_final_eval(rows) == _final_eval(reference.rows)
-                    and _final_eval(rows) is not None,
-                    row_diffs=row_diffs, duplicates=duplicate_rows(rows),
-                    checkpoints=complete_checkpoints(workdir),
-                    leftover_tmp=temporary_checkpoints(workdir))
+  return Comparison(
+    step=step,
+    array_diffs=diffs,
+    final_eval_equal=_final_eval(rows) == _final_eval(reference.rows)
+    and _final_eval(rows) is not None,
+    row_diffs=row_diffs,
+    duplicates=duplicate_rows(rows),
+    checkpoints=complete_checkpoints(workdir),
+    leftover_tmp=temporary_checkpoints(workdir),
+  )
