@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tools import results
+from tools import figures, results, runs
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -219,8 +219,8 @@ def test_parity_figure_averages_train_rows_over_each_epoch():
     {'step': step, 'split': 'train', 'epoch': step / 10, 'loss': loss}
     for step, loss in ((5, 4.0), (10, 2.0), (15, 1.0), (20, 3.0))
   ]
-  run = results.Run('unused', {}, {}, rows)
-  assert results._epoch_means(run, 'loss') == ([1, 2], [3.0, 2.0])  # steps 1-10, then 11-20
+  run = runs.Run('unused', {}, {}, rows)
+  assert figures._epoch_means(run, 'loss') == ([1, 2], [3.0, 2.0])  # steps 1-10, then 11-20
 
 
 def test_timeline_json_gives_the_epoch_length_and_the_planned_run(tmp_path, capsys):

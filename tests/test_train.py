@@ -21,8 +21,8 @@ def _rows(workdir, split):
 
 
 def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
-  # Images coloured by class: 80 steps (cosine to 0) must bring the train loss well down and the
-  # test accuracy well above chance (10%).
+  # Images coloured by class: 80 steps (cosine to 0) must bring the train loss well down, and the
+  # test loss and accuracy well past chance (ln 10 = 2.30 and 10%).
   config = _config(
     cifar_dir,
     num_train_steps=80,
@@ -36,7 +36,8 @@ def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
   losses = [row['loss'] for row in _rows(tmp_path, 'train')]
   assert len(losses) == 4
   assert losses[-1] < 0.6 * losses[0], losses
-  assert _rows(tmp_path, 'test')[-1]['top1'] >= 0.5
+  test = _rows(tmp_path, 'test')[-1]
+  assert test['loss'] < 0.6 * np.log(10) and test['top1'] >= 0.3, test
 
 
 def _final_params(config, workdir, devices):
@@ -287,7 +288,7 @@ def test_a_live_runs_workdir_is_refused(cifar_dir, tmp_path):
     ('eval_every_epochs', 1.0, r'eval_every_steps=4 and config.eval_every_epochs=1.0 are both'),
     ('log_every_steps', 0, 'log_every_steps and config.log_every_epochs are both 0'),
     ('checkpoint_every_steps', -3, 'at least 0'),
-    ('batch_size', 48, 'larger than the training set'),
+    ('batch_size', 96, 'larger than the training set'),
     ('profile_steps', (5,), 'two steps'),
     ('profile_steps', (6, 2), 'start < stop'),
     ('compilation_cache_dir', None, 'folder path'),
@@ -332,7 +333,7 @@ def test_a_chunk_of_k_steps_matches_k_single_steps(cifar_dir, tmp_path):
   )
   print(f'steps_per_call 4 vs 1 bitwise equal: {bitwise}')
   for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(single)):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_trains_and_evaluates_close_to_float32(cifar_dir, tmp_path):
