@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import jax
@@ -174,6 +175,24 @@ def _announce(config: ml_collections.ConfigDict, workdir: str, run: Setup, start
     logging.info(line)
 
 
+def step_function(config: ml_collections.ConfigDict, run: Setup) -> Callable:
+  """This run's train step: step(state, images, labels, order) -> (state, per-step metrics)."""
+  name = config.dataset.name
+  return functools.partial(
+    train_step.train_step,
+    model=run.model,
+    tx=run.tx,
+    schedule=run.schedule,
+    aug_key=train_step.run_keys(config.seed)[2],
+    batch_size=config.batch_size,
+    epoch_steps=run.timeline.epoch_steps,
+    mean=cifar.CHANNEL_MEAN[name],
+    std=cifar.CHANNEL_STD[name],
+    label_smoothing=config.label_smoothing,
+    mesh=run.mesh,
+  )
+
+
 def _train(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -190,27 +209,11 @@ def _train(
     records.write_timeline(workdir, run.timeline)
     records.write_provenance(workdir)
 
-  _, perm_key, aug_key = train_step.run_keys(config.seed)
-  orders = _EpochOrders(perm_key, run)
+  orders = _EpochOrders(train_step.run_keys(config.seed)[1], run)
   images, labels = parallel.replicate(
     (run.dataset.train.images, run.dataset.train.labels), run.mesh
   )
-  name = config.dataset.name
-  train_chunk = train_step.make_train_chunk(
-    functools.partial(
-      train_step.train_step,
-      model=run.model,
-      tx=run.tx,
-      schedule=run.schedule,
-      aug_key=aug_key,
-      batch_size=config.batch_size,
-      epoch_steps=run.timeline.epoch_steps,
-      mean=cifar.CHANNEL_MEAN[name],
-      std=cifar.CHANNEL_STD[name],
-      label_smoothing=config.label_smoothing,
-      mesh=run.mesh,
-    )
-  )
+  train_chunk = train_step.make_train_chunk(step_function(config, run))
   timeline = run.timeline
   progress = console.Progress(timeline.total_steps, config.batch_size, timeline.epoch_steps, step)
   profiler = profiling.StepProfiler(workdir, tuple(config.profile_steps))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import resnet_test
-from resnet_jax import cifar, parallel, records, setup, train_step, validation
+from resnet_jax import parallel, records, setup, train, train_step, validation
 from tools import sweep
 
 try:
@@ -204,24 +204,12 @@ def test_torch_is_handed_exactly_our_data_paths_batches(parity, cifar_dir):
     np.testing.assert_array_equal(labels, want_labels)
   assert not np.array_equal(expected[0][1], expected[1][1])
 
-  _, perm_key, aug_key = train_step.run_keys(config.seed)
-  data_path_step = jax.jit(
-    functools.partial(
-      train_step.train_step,
-      model=run.model,
-      tx=run.tx,
-      schedule=run.schedule,
-      aug_key=aug_key,
-      batch_size=config.batch_size,
-      epoch_steps=run.timeline.epoch_steps,
-      mean=cifar.CHANNEL_MEAN['cifar10'],
-      std=cifar.CHANNEL_STD['cifar10'],
-      label_smoothing=0.1,
-      mesh=run.mesh,
-    )
-  )
+  perm_key = train_step.run_keys(config.seed)[1]
+  data_path_step = jax.jit(train.step_function(config, run))
   ready_batch_step = jax.jit(
-    functools.partial(train_step.update_on_batch, model=run.model, tx=run.tx, label_smoothing=0.1)
+    functools.partial(
+      train_step.update_on_batch, model=run.model, tx=run.tx, label_smoothing=config.label_smoothing
+    )
   )
   images, labels = parallel.replicate(
     (run.dataset.train.images, run.dataset.train.labels), run.mesh

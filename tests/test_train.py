@@ -20,17 +20,22 @@ def _rows(workdir, split):
   return records.read_metrics(str(workdir), split)
 
 
-def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
-  # Images coloured by class: 80 steps (cosine to 0) must bring the train loss well down, and the
-  # test loss and accuracy well past chance (ln 10 = 2.30 and 10%).
-  config = _config(
-    cifar_dir,
+def _eighty_steps(data_dir):
+  """Long enough for the tiny net to learn the coloured classes: 8 epochs, 4 log rows."""
+  return _config(
+    data_dir,
     num_train_steps=80,
     log_every_steps=20,
     eval_every_steps=80,
     checkpoint_every_steps=80,
     steps_per_call=4,
   )
+
+
+def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
+  # Images coloured by class: 80 steps (cosine to 0) must bring the train loss well down, and the
+  # test loss and accuracy well past chance (ln 10 = 2.30 and 10%).
+  config = _eighty_steps(cifar_dir)
   config.optimizer.weight_decay = 0.0
   train.train_and_evaluate(config, str(tmp_path))
   losses = [row['loss'] for row in _rows(tmp_path, 'train')]
@@ -337,14 +342,7 @@ def test_a_chunk_of_k_steps_matches_k_single_steps(cifar_dir, tmp_path):
 
 
 def test_bfloat16_trains_and_evaluates_close_to_float32(cifar_dir, tmp_path):
-  config = _config(
-    cifar_dir,
-    num_train_steps=80,
-    log_every_steps=20,
-    eval_every_steps=80,
-    checkpoint_every_steps=80,
-    steps_per_call=4,
-  )
+  config = _eighty_steps(cifar_dir)
   config.model.dtype = 'bfloat16'
   state = train.train_and_evaluate(config, str(tmp_path))
   losses = [row['loss'] for row in _rows(tmp_path, 'train')]
