@@ -1,7 +1,7 @@
 """Writes tiny CIFAR archives in the official binary layout, for tests.
 
     fake = write_cifar10(tmp_path, form='tarball')
-    train, test = data.load_archive('cifar10', str(tmp_path))
+    train, test = archive_source.load('cifar10', str(tmp_path))
     np.testing.assert_array_equal(train.images, fake.train_images)
 
 Every form is read with data_dir=directory.
