@@ -3,9 +3,10 @@
 #
 # ResNet-18 and ResNet-56 at batch 512, bfloat16 (JAX: compute dtype, parameters float32;
 # PyTorch: autocast) and float32: the JAX data path and pure step, PyTorch eager and
-# torch.compile, both channels_last. Needs only jax[cuda], flax, optax, orbax-checkpoint,
-# absl-py, numpy and torch. OUT_FILE gets the header and the table, rewritten after every row,
-# so a run stopped at the time limit still leaves the rows it finished.
+# torch.compile, both channels_last. Needs only jax[cuda], flax, optax, numpy and torch (tested:
+# tests/test_benchmarks.py blocks ml_collections, orbax and TensorFlow). OUT_FILE gets the header
+# and the table, rewritten after every row, so a run stopped at the time limit still leaves the
+# rows it finished.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
