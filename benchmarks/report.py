@@ -68,7 +68,10 @@ def _ms(seconds: float) -> str:
 
 
 def table(rows: list, batch_size: int) -> list[str]:
-  """A markdown table, one line per row, with the notes that say what each column means."""
+  """A markdown table, one line per row, with the notes that say what each column means.
+
+  Rows of several replicas add a column: their img/s over that of the same row of one replica.
+  """
   columns = [
     'model',
     'dtype',
@@ -80,27 +83,38 @@ def table(rows: list, batch_size: int) -> list[str]:
     'peak mem',
     'JAX pure / row',
   ]
-  pure_rate = {
-    (r.model, r.dtype): batch_size / statistics.median(r.step_s)
-    for r in rows
-    if r.label == 'JAX pure step' and r.step_s
-  }
+
+  def key(r):  # the rows that differ only in their number of replicas
+    return r.model, r.dtype, r.framework, r.variant
+
+  def rate(r):  # images a second, of every replica together
+    return batch_size * r.replicas / statistics.median(r.step_s)
+
+  measured = [r for r in rows if r.step_s]
+  pure_rate = {(r.model, r.dtype): rate(r) for r in measured if r.label == 'JAX pure step'}
+  one_replica_rate = {key(r): rate(r) for r in measured if r.replicas == 1}
+  scaled = {key(r) for r in rows if r.replicas > 1}
+  if scaled:
+    columns.append('row / 1 replica')
   cells = []
   for r in rows:
     line = [r.model, r.dtype, str(batch_size), r.label]
     if r.error:
       # A '|' in the message would split the cell.
-      line += [f'failed: {r.error}'.replace('|', '/')[:100], '-', '-', '-', '-']
+      failed = f'failed: {r.error}'.replace('|', '/')[:100]
+      line += [failed] + ['-'] * (len(columns) - len(line) - 1)
     elif r.step_s:
-      rate = batch_size / statistics.median(r.step_s)
       pure = pure_rate.get((r.model, r.dtype))
       line += [
         f'{_ms(statistics.median(r.step_s))} ({_ms(min(r.step_s))}-{_ms(max(r.step_s))})',
-        f'{rate:.0f}',
+        f'{rate(r):.0f}',
         f'{r.first_call_s:.2f}',
         '-' if r.peak_bytes is None else f'{r.peak_bytes / 2**20:.0f} MiB',
-        '-' if pure is None else f'{pure / rate:.2f}',
+        '-' if pure is None else f'{pure / rate(r):.2f}',
       ]
+      if scaled:
+        one = one_replica_rate.get(key(r)) if key(r) in scaled else None
+        line.append('-' if one is None else f'{rate(r) / one:.2f}')
     else:
       continue  # not reached yet
     cells.append(line)
@@ -109,11 +123,7 @@ def table(rows: list, batch_size: int) -> list[str]:
   def fmt(line):
     return '| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |'
 
-  return [
-    fmt(columns),
-    '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
-    *map(fmt, cells),
-    '',
+  notes = [
     'step ms: per train step (a data-path call of K steps counts K), over all rounds.',
     (
       "1st call s: the first call, i.e. compilation (JAX, torch.compile) plus that call's "
@@ -129,6 +139,25 @@ def table(rows: list, batch_size: int) -> list[str]:
       "input pipeline's overhead (with train_step's metrics); on a PyTorch row > 1 means JAX "
       'is faster.'
     ),
+  ]
+  if scaled:
+    notes += [
+      (
+        'N replicas: N models (seeds 0..N-1) trained in one program, each on its own batch of '
+        '`batch`, on gcd(N, devices) replica groups of the devices. A step is one of each '
+        'replica: img/s counts all N; peak mem holds N states and N batches, the dataset once.'
+      ),
+      (
+        "row / 1 replica: the row's img/s over that of its row of one replica (same model, "
+        'dtype and K); N means perfect scaling, 1 none.'
+      ),
+    ]
+  return [
+    fmt(columns),
+    '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
+    *map(fmt, cells),
+    '',
+    *notes,
   ]
 
 

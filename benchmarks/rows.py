@@ -38,6 +38,9 @@ class Row:
   variant: str
   make: Callable[[], Runner]
   steps_per_call: int = 1
+  # Independent models trained together in one call (JAX's replica rows), each on its own batch:
+  # a step trains replicas x batch images.
+  replicas: int = 1
   may_fail: bool = False  # torch.compile: a failure becomes this row's result
   runner: Runner | None = None
   first_call_s: float | None = None
@@ -47,7 +50,8 @@ class Row:
 
   @property
   def label(self) -> str:
-    return f'{self.framework} {self.variant}'
+    label = f'{self.framework} {self.variant}'
+    return label if self.replicas == 1 else f'{label}, {self.replicas} replicas'
 
 
 def measure(row: Row, warmup: int, steps: int) -> None:

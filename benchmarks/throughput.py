@@ -6,7 +6,10 @@ every row alike):
 * JAX data path: the jitted chunk of train_step.make_train_chunk over train_step.train_step, on
   a uint8 dataset of random images on the device: gather by the epoch's order, crop and flip,
   normalisation, forward and backward, SGD. Exactly what training runs (the order of an epoch is
-  computed once per epoch there, as here, outside the timed calls).
+  computed once per epoch there, as here, outside the timed calls). One replica, seed 0.
+* JAX data path, N replicas (--replicas): the same for N replicas of seeds 0..N-1 in one program,
+  as a run of num_replicas=N trains them, on its default mesh of gcd(N, devices) replica groups;
+  each trains on its own batch of --batch_size, so its img/s counts N batches a step.
 * JAX pure step: the same model, loss and optimizer update on a fixed, already normalised batch
   on the device. Data path / pure step is the input pipeline's overhead.
 * PyTorch eager (and torch.compile with --torch_compile): the reference model of
@@ -18,7 +21,8 @@ cross entropy. Needs only jax, flax, optax, numpy and, unless --no_torch, torch 
 ml_collections, orbax or TensorFlow). From the repository root:
 
   python -m benchmarks.throughput --models resnet20,resnet18 --batch_size 128 \\
-      --dtypes float32,bfloat16 --steps 20 --warmup 3 --rounds 2 --torch_compile --out FILE
+      --dtypes float32,bfloat16 --replicas 1,2,4 --steps 20 --warmup 3 --rounds 2 \\
+      --torch_compile --out FILE
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from benchmarks import report
 from benchmarks.rows import DATASET, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY, Row, Runner, measure
@@ -118,21 +123,24 @@ class JaxRunner:
     )
 
 
+def replica_mesh(num_replicas: int) -> Mesh:
+  """The mesh a run of num_replicas replicas trains on by default (parallel.replica_groups)."""
+  return parallel.make_mesh(groups=parallel.replica_groups(num_replicas, jax.device_count()))
+
+
 @dataclasses.dataclass(frozen=True)
 class JaxInputs:
   """What every JAX row reads, placed once: the dataset, and the pure step's fixed batch."""
 
-  mesh: Any
   images: jax.Array  # (num_images, 32, 32, 3) uint8, replicated
   labels: jax.Array
-  order: jax.Array  # the data path's order of the dataset: epoch 0's permutation, replicated
   batch_images: jax.Array  # (batch_size, 32, 32, 3) float32, already normalised, batch-sharded
   batch_labels: jax.Array
 
 
 def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
-  """Random images and labels on every device of a mesh over all of them."""
-  mesh = parallel.make_mesh()
+  """Random images and labels on every device; the batch split as one replica's over them all."""
+  mesh = replica_mesh(1)
   rng = np.random.default_rng(seed)
   num_classes = cifar.NUM_CLASSES[DATASET]
   images, labels = parallel.replicate(
@@ -142,8 +150,6 @@ def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
     ),
     mesh,
   )
-  _, perm_key, _ = train_step.run_keys(seed)
-  order = train_step.epoch_order(perm_key, 0, num_images, mesh)
   batch_images, batch_labels = jax.device_put(
     (
       rng.standard_normal((batch_size, 32, 32, 3), dtype=np.float32),
@@ -151,64 +157,83 @@ def jax_inputs(batch_size: int, num_images: int, seed: int = 0) -> JaxInputs:
     ),
     parallel.batch_sharded(mesh),
   )
-  return JaxInputs(mesh, images, labels, order, batch_images, batch_labels)
+  return JaxInputs(images, labels, batch_images, batch_labels)
 
 
 def jax_rows(
-  model_name: str, dtype: str, batch_size: int, steps_per_call: int, inputs: JaxInputs
+  model_name: str,
+  dtype: str,
+  batch_size: int,
+  steps_per_call: int,
+  replicas: list[int],
+  inputs: JaxInputs,
 ) -> list[Row]:
-  """The data-path and pure-step rows of one model and dtype."""
+  """The data-path rows of each replica count (one replica: today's row) and the pure step's."""
   model = models.get_model(model_name, cifar.NUM_CLASSES[DATASET], dtype=dtype)
   schedule = optax.constant_schedule(LEARNING_RATE)
   # Decay every parameter, BatchNorm's included, as torch.optim.SGD's weight_decay does.
   tx = optim.create_optimizer(
     schedule, momentum=MOMENTUM, nesterov=False, weight_decay=WEIGHT_DECAY, decay_bn_and_bias=True
   )
-  init_key, _, aug_key = train_step.run_keys(0)
 
   @functools.cache
-  def initial_state() -> train_step.TrainState:
-    return train_step.create_train_state(model, tx, init_key, inputs.mesh)
+  def initial_state(num_replicas: int) -> train_step.TrainState:
+    """Seeds 0..num_replicas-1, stacked, as a run of that many replicas starts."""
+    init_keys, _, _ = train_step.replica_keys(range(num_replicas))
+    return train_step.create_train_state(model, tx, init_keys, replica_mesh(num_replicas))
 
-  def fresh_state() -> train_step.TrainState:
-    # Each row donates its state, so each gets a copy; initialising once saves a compilation.
-    return jax.tree.map(jnp.copy, initial_state())
-
-  def data_path() -> Runner:
-    # The state's step runs past the first epoch over the rounds; every step reads epoch 0's
-    # order, which costs what any epoch's does.
+  def data_path(num_replicas: int) -> Runner:
+    mesh = replica_mesh(num_replicas)
+    _, perm_keys, aug_keys = train_step.replica_keys(range(num_replicas))
     step_fn = functools.partial(
       train_step.train_step,
       model=model,
       tx=tx,
       schedule=schedule,
-      aug_key=aug_key,
       batch_size=batch_size,
       epoch_steps=timeline.epoch_steps(len(inputs.labels), batch_size),
       mean=cifar.CHANNEL_MEAN[DATASET],
       std=cifar.CHANNEL_STD[DATASET],
       label_smoothing=0.0,
-      mesh=inputs.mesh,
+      mesh=mesh,
     )
+    # The state's step runs past the first epoch over the rounds; every step reads epoch 0's
+    # orders, which cost what any epoch's do.
+    orders = train_step.epoch_order(perm_keys, 0, len(inputs.labels), mesh)
     return JaxRunner(
-      train_step.make_train_chunk(step_fn),
-      fresh_state(),
+      train_step.make_train_chunk(step_fn, aug_keys, mesh),
+      # The chunk donates its state: a copy, so the pure step can still take replica 0 of the
+      # one-replica state, which saves initialising (and compiling) it again.
+      jax.tree.map(jnp.copy, initial_state(num_replicas)),
       inputs.images,
       inputs.labels,
-      inputs.order,
+      orders,
       steps_per_call,
     )
 
   def pure_step() -> Runner:
+    # train_step.replica copies replica 0 out of the stack: a state of its own to donate.
     return JaxRunner(
-      make_pure_step(model, tx), fresh_state(), inputs.batch_images, inputs.batch_labels
+      make_pure_step(model, tx),
+      train_step.replica(initial_state(1), 0),
+      inputs.batch_images,
+      inputs.batch_labels,
     )
 
   variant = 'data path' if steps_per_call == 1 else f'data path (K={steps_per_call})'
-  return [
-    Row(model_name, dtype, 'JAX', variant, data_path, steps_per_call=steps_per_call),
-    Row(model_name, dtype, 'JAX', 'pure step', pure_step),
+  data_paths = [
+    Row(
+      model_name,
+      dtype,
+      'JAX',
+      variant,
+      functools.partial(data_path, num_replicas),
+      steps_per_call=steps_per_call,
+      replicas=num_replicas,
+    )
+    for num_replicas in replicas
   ]
+  return [*data_paths, Row(model_name, dtype, 'JAX', 'pure step', pure_step)]
 
 
 # --- the command ---
@@ -227,7 +252,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default='resnet20',
     help='comma-separated resnet_jax model names; PyTorch has resnet18, resnet20 and resnet56',
   )
-  parser.add_argument('--batch_size', type=int, default=128, help='global batch')
+  parser.add_argument(
+    '--batch_size', type=int, default=128, help='global batch (of one replica, in replica rows)'
+  )
   parser.add_argument(
     '--dtypes',
     default='float32',
@@ -239,6 +266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     type=int,
     default=1,
     help='train steps per jitted call of the JAX data path (K)',
+  )
+  parser.add_argument(
+    '--replicas',
+    default='1',
+    help='comma-separated replica counts N, 1 among them: a JAX data-path row for each, training '
+    'N models (seeds 0..N-1) in one program, each on its own batch of --batch_size',
   )
   parser.add_argument('--steps', type=int, default=20, help='timed calls per row and round')
   parser.add_argument(
@@ -260,6 +293,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   args = parser.parse_args(argv)
 
   args.models, args.dtypes = _names(args.models), _names(args.dtypes)
+  try:
+    args.replicas = sorted({int(n) for n in _names(args.replicas)})
+  except ValueError:
+    parser.error(f'--replicas takes comma-separated integers, not {args.replicas!r}')
+  if 1 not in args.replicas or args.replicas[0] < 1:
+    # The replica rows are compared with the row of one replica.
+    parser.error('--replicas takes counts of at least 1, and 1 among them')
   for flag in ('batch_size', 'steps_per_call', 'steps', 'rounds', 'num_images'):
     if getattr(args, flag) < 1:
       parser.error(f'--{flag} must be at least 1')
@@ -290,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
   # A warm persistent cache would turn the compile column into a cache read.
   jax.config.update('jax_enable_compilation_cache', False)
   args = parse_args(argv)
+  # One replica trains on every device, each of more replicas on a group of D / gcd(N, D) of them
+  # (parallel.replica_groups): a batch that divides over all D divides over every group.
   if args.batch_size % jax.device_count():
     sys.exit(f'--batch_size {args.batch_size} must divide by the {jax.device_count()} devices')
   if not args.no_torch:
@@ -305,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
   for model_name in args.models:
     for dtype in args.dtypes:
       # JAX then PyTorch, within each round, for every model and dtype.
-      rows += jax_rows(model_name, dtype, args.batch_size, args.steps_per_call, inputs)
+      rows += jax_rows(
+        model_name, dtype, args.batch_size, args.steps_per_call, args.replicas, inputs
+      )
       if not args.no_torch:
         rows += torch_rows(model_name, dtype, args.batch_size, args.torch_compile)
   for round_index in range(args.rounds):

@@ -40,11 +40,20 @@ def get_config() -> ml_collections.ConfigDict:
   # Train examples held out as a validation split (a fixed choice, the same for every seed).
   config.dataset.validation_size = 0
 
-  config.batch_size = 128  # Global batch, over all devices; must divide by the device count.
+  # Global batch of each replica, over its group's devices; must divide by their count.
+  config.batch_size = 128
   config.num_epochs = 200
   # -1: num_epochs * steps_per_epoch. Otherwise the run length in steps (num_epochs is ignored).
   config.num_train_steps = -1
   config.seed = 0
+  # Independent runs trained at once, in one program: replica k is the run of seed + k (its own
+  # weights, data order, augmentation, BatchNorm statistics and optimiser state). batch_size is
+  # each replica's. Results are means over the replicas, with their standard deviation.
+  config.num_replicas = 1
+  # How the devices are shared: r groups of (devices / r) devices, each group training
+  # num_replicas / r replicas data-parallel across its devices. 0: gcd(num_replicas, devices),
+  # which leaves no device idle and no traffic between groups. r must divide both.
+  config.replica_groups = 0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 0.1

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import statistics
 import time
+from collections.abc import Sequence
 
 from absl import logging
 
@@ -29,6 +31,8 @@ def opening_lines(
   *,
   model: str,
   dataset: str,
+  seeds: Sequence[int],
+  mesh_shape: dict[str, int],
   devices: str,
   total_steps: int,
   epoch_steps: int,
@@ -42,27 +46,54 @@ def opening_lines(
     if resumed_from
     else 'Starting fresh: no checkpoint in the workdir yet.'
   )
-  return [
+  lines = [
     f'{model} on {dataset}: {total_steps} steps ({epoch_steps} per epoch, '
-    f'{total_steps / epoch_steps:.1f} epochs), global batch {batch_size}',
+    f'{total_steps / epoch_steps:.1f} epochs), global batch {batch_size}'
+    + (' a replica' if len(seeds) > 1 else ''),
     f'devices: {devices}',
-    f'workdir: {os.path.abspath(workdir)}',
-    start,
   ]
+  if len(seeds) > 1:
+    groups, group_size = mesh_shape['replica'], mesh_shape['data']
+    lines.append(
+      f'replicas: {len(seeds)} (seeds {seeds[0]}..{seeds[-1]}) in {groups} group(s) of '
+      f'{group_size} device(s), {len(seeds) // groups} replica(s) a group'
+    )
+  return [*lines, f'workdir: {os.path.abspath(workdir)}', start]
 
 
-def eval_line(split: str, step: int, result: dict[str, float]) -> str:
-  """The console line of one evaluation; flip-TTA numbers, when evaluated, follow the plain ones."""
-  line = (
-    f'eval {split} at step {step}: loss {result["loss"]:.4f}  top1 {result["top1"]:.4f}  '
-    f'top5 {result["top5"]:.4f}'
-  )
+def _spread(values: Sequence[float]) -> str:
+  """One value, or the mean ± sample std of several."""
+  if len(values) == 1:
+    return f'{values[0]:.4f}'
+  return f'{statistics.fmean(values):.4f}±{statistics.stdev(values):.4f}'
+
+
+def _live(total: int, live: int) -> str:
+  if total == 1:
+    return ''
+  return f', mean of {live} replicas' + (f' ({total - live} diverged)' if live < total else '')
+
+
+def eval_line(split: str, step: int, result: dict) -> str:
+  """The console line of one evaluation (evaluation.summarize's result): means, ± the std over
+  the replicas where there are several; flip-TTA numbers, when evaluated, follow the plain ones.
+  """
+  if 'loss' not in result:
+    return f'eval {split} at step {step}: every replica has diverged'
+
+  def value(name: str) -> str:
+    std = result.get(f'{name}_std')
+    return f'{result[name]:.4f}' + (f'±{std:.4f}' if std is not None else '')
+
+  line = f'eval {split} at step {step}: loss {value("loss")}  top1 {value("top1")}  '
+  line += f'top5 {value("top5")}'
   if 'top1_flip_tta' in result:
     line += (
-      f'  flip TTA: loss {result["loss_flip_tta"]:.4f}  top1 {result["top1_flip_tta"]:.4f}'
-      f'  top5 {result["top5_flip_tta"]:.4f}'
+      f'  flip TTA: loss {value("loss_flip_tta")}  top1 {value("top1_flip_tta")}'
+      f'  top5 {value("top5_flip_tta")}'
     )
-  return f'{line}  ({result["count"]} examples)'
+  live = result.get('live_replicas', 1)
+  return f'{line}  ({result["count"]} examples{_live(len(result["replicas"]), live)})'
 
 
 def _duration(seconds: float) -> str:
@@ -73,9 +104,10 @@ def _duration(seconds: float) -> str:
 class Progress:
   """Training throughput and ETA between log points, not counting eval or checkpoint time."""
 
-  def __init__(self, total_steps: int, batch_size: int, steps_per_epoch: int, start_step: int):
+  def __init__(self, total_steps: int, images_per_step: int, steps_per_epoch: int, start_step: int):
+    """images_per_step: the batch of every replica together."""
     self.total_steps = total_steps
-    self.batch_size = batch_size
+    self.images_per_step = images_per_step
     self.steps_per_epoch = steps_per_epoch
     self.start_step = start_step
     self._step = start_step
@@ -91,20 +123,22 @@ class Progress:
     now = time.perf_counter()
     rate = None
     if step > self._step:
-      rate = (step - self._step) * self.batch_size / max(now - self._time, 1e-9)
+      rate = (step - self._step) * self.images_per_step / max(now - self._time, 1e-9)
     self._step, self._time = step, now
     return rate
 
-  def line(
-    self, step: int, loss: float, top1: float, lr: float, images_per_second: float | None
-  ) -> str:
+  def line(self, step: int, rows: Sequence[dict], images_per_second: float | None) -> str:
+    """rows: each replica's train row; a diverged one (with diverged_at) is left out."""
+    live = [row for row in rows if 'diverged_at' not in row]
     if images_per_second:
       speed = f'{images_per_second:8.1f} img/s  ETA ' + _duration(
-        (self.total_steps - step) * self.batch_size / images_per_second
+        (self.total_steps - step) * self.images_per_step / images_per_second
       )
     else:
       speed = '(timing from the next log)'
     return (
       f'epoch {step / self.steps_per_epoch:7.2f}  step {step:>7}/{self.total_steps}  '
-      f'loss {loss:.4f}  train top1 {top1:.4f}  lr {lr:.5f}  {speed}'
+      f'loss {_spread([r["loss"] for r in live])}  '
+      f'train top1 {_spread([r["top1"] for r in live])}  lr {live[0]["lr"]:.5f}  {speed}'
+      f'{_live(len(rows), len(live))}'
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import jax
 from absl import logging
 
-from resnet_jax import checkpoint, console, distributed, parallel, records, validation
+from resnet_jax import checkpoint, console, distributed, records, validation
 from resnet_jax.errors import UserError
 from resnet_jax.setup import setup
 
@@ -16,9 +17,12 @@ if TYPE_CHECKING:
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Restores config.eval.step (-1: the latest), evaluates every split, writes eval_<step>.json."""
-  mesh = parallel.make_mesh()
-  validation.validate_config(config, mesh.size)
+  """Restores config.eval.step (-1: the latest), evaluates every split, writes eval_<step>.json.
+
+  Each split's result is evaluation.summarize's: the means over the live replicas, their
+  standard deviations, and every replica's own numbers.
+  """
+  validation.validate_config(config, jax.device_count())
   if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
     raise UserError(
       f'No checkpoints in {workdir}: train first (--mode=train) or pass the '
@@ -33,7 +37,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       f'{checkpoint.checkpoint_dir(workdir)}; the saved steps are '
       f'{sorted(steps) or "none"}.'
     )
-  run = setup(config, mesh)
+  run = setup(config)
   state = checkpoint.restore(manager, step, run.state)
   manager.close()
   results = {'step': step}

@@ -1,10 +1,14 @@
 """Evaluation on the device: a split padded to whole batches, and the jitted batch it sums over.
 
 The test and validation splits sit on every device like the training set; each batch is drawn by
-index inside jit, and padding examples are masked out, so every real example counts once.
+index inside jit, and padding examples are masked out, so every real example counts once. Every
+replica of a run evaluates the same batch in the same call; the results are summarised over the
+replicas that have not diverged.
 """
 
 import dataclasses
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -41,11 +45,12 @@ def make_eval_fn(
   batch_size: int,
   mean: tuple[float, ...],
   std: tuple[float, ...],
+  seeds: Sequence[int],
   flip_tta: bool = False,
 ):
-  """Returns evaluate(state, EvalSet) -> mean loss, top-1, top-5 over the split's real examples.
+  """Returns evaluate(state, EvalSet) -> summarize() of each replica's loss, top-1 and top-5.
 
-  state: anything with params and batch_stats (a TrainState).
+  state: a stacked TrainState of len(seeds) replicas (seeds[k]: replica k's seed).
 
   One jitted call per batch (a lax.scan over batches runs ~30x slower on XLA's CPU backend);
   the sums stay on the device until the end. flip_tta adds loss_flip_tta, top1_flip_tta and
@@ -67,26 +72,61 @@ def make_eval_fn(
     valid = (index < count).astype(jnp.float32)
     batch_labels = labels[index]
     batch_images = augment.normalize(images[index], mean, std)
-    logits = model.apply(variables, batch_images, train=False)
-    out = metric_sums(logits, batch_labels, valid)
-    if flip_tta:
-      # Averaged in float32, so a bfloat16 model's two logits are not rounded again.
-      flipped = model.apply(variables, batch_images[:, :, ::-1], train=False)  # NHWC: W flips
-      mean_logits = (logits.astype(jnp.float32) + flipped.astype(jnp.float32)) / 2
-      out += metric_sums(mean_logits, batch_labels, valid)
-    return jnp.stack(out)
+
+    def replica_sums(variables):
+      logits = model.apply(variables, batch_images, train=False)
+      out = metric_sums(logits, batch_labels, valid)
+      if flip_tta:
+        # Averaged in float32, so a bfloat16 model's two logits are not rounded again.
+        flipped = model.apply(variables, batch_images[:, :, ::-1], train=False)  # NHWC: W flips
+        mean_logits = (logits.astype(jnp.float32) + flipped.astype(jnp.float32)) / 2
+        out += metric_sums(mean_logits, batch_labels, valid)
+      return jnp.stack(out)
+
+    sums = jax.vmap(replica_sums, spmd_axis_name=parallel.REPLICA_AXIS)(variables)
+    # On every device, so that every process can read every replica's sums.
+    return jax.lax.with_sharding_constraint(sums, parallel.replicated(mesh))
 
   names = ('loss', 'top1', 'top5')
   if flip_tta:
     names += ('loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta')
 
-  def evaluate(state: Any, split: EvalSet) -> dict[str, float]:
+  def evaluate(state: Any, split: EvalSet) -> dict[str, Any]:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     sums = sum(
       eval_batch(variables, split.images, split.labels, start, split.count)
       for start in range(0, len(split.labels), batch_size)
     )
-    result = {name: float(x) / split.count for name, x in zip(names, jax.device_get(sums))}
-    return {**result, 'count': split.count}
+    per_replica = [
+      {name: float(x) / split.count for name, x in zip(names, row)} for row in jax.device_get(sums)
+    ]
+    return summarize(per_replica, seeds, jax.device_get(state.diverged_at).tolist(), split.count)
 
   return evaluate
+
+
+def summarize(
+  per_replica: list[dict[str, float]], seeds: Sequence[int], diverged_at: list[int], count: int
+) -> dict[str, Any]:
+  """One split's results over a run's replicas (docs/records.md has the schema).
+
+  Each metric: its mean over the live replicas and, with several replicas, its sample standard
+  deviation as `<metric>_std` (where two or more are live) and `live_replicas`. `replicas`: each
+  replica's own metrics, with its `replica` index and `seed`; a diverged one has its
+  `diverged_at` step instead of metrics (its state is that of the step before).
+  """
+  replicas = []
+  for k, (seed, values, diverged) in enumerate(zip(seeds, per_replica, diverged_at, strict=True)):
+    replicas.append(
+      {'replica': k, 'seed': seed, **({'diverged_at': diverged} if diverged else values)}
+    )
+  live = [values for values, diverged in zip(per_replica, diverged_at) if not diverged]
+  result: dict[str, Any] = {'count': count, 'replicas': replicas}
+  if len(replicas) > 1:
+    result['live_replicas'] = len(live)
+  for name in per_replica[0]:
+    if live:
+      result[name] = statistics.fmean(v[name] for v in live)
+    if len(replicas) > 1 and len(live) > 1:
+      result[f'{name}_std'] = statistics.stdev(v[name] for v in live)
+  return result

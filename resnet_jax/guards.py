@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Fields whose change alters what a resumed run computes. Everything else (run length, eval,
 # logging and checkpoint cadence as long as the calls keep their stops, data_dir and source,
-# caches, profiling) may change freely.
+# the replica layout, caches, profiling) may change freely.
 FIELDS_THAT_MATTER = (
   'model.',
   'dataset.name',
@@ -32,12 +32,13 @@ FIELDS_THAT_MATTER = (
   'optimizer.',
   'schedule.',
   'seed',
+  'num_replicas',
   'steps_per_call',
   'label_smoothing',
 )
 # Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
 # damaged rather than foreign.
-STRUCTURE_FIELDS = ('model.', 'dataset.name')
+STRUCTURE_FIELDS = ('model.', 'dataset.name', 'num_replicas')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,14 +62,18 @@ def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]
 class MetricsLog:
   """Rows to workdir/metrics.jsonl and scalars to TensorBoard; only process 0 is active.
 
-  A resumed run replays the steps after its checkpoint, so rows past start_step are dropped
-  when the log opens. The whole file is rewritten at each write: a few hundred kilobytes for a
-  long run, and never a torn line.
+  Every row is one replica's: {step, split, replica, seed, ...numbers}, also in a run of one
+  replica, so every reader handles one shape. TensorBoard gets a run folder per seed
+  (tensorboard/seed_<seed>), so it overlays the replicas. A resumed run replays the steps after
+  its checkpoint, so rows past start_step are dropped when the log opens. The whole file is
+  rewritten at each write of rows: a few megabytes for a long run of many replicas, and never a
+  torn line.
   """
 
-  def __init__(self, workdir: str, start_step: int, active: bool = True):
+  def __init__(self, workdir: str, start_step: int, seeds: Sequence[int], active: bool = True):
     self.path = os.path.join(workdir, METRICS)
     self.active = active
+    self._seeds = tuple(seeds)
     self._lines: list[str] = []
     if not active:
       return
@@ -78,35 +83,40 @@ class MetricsLog:
           line for line in f if line.strip() and json.loads(line)['step'] <= start_step
         ]
       write_text(self.path, ''.join(self._lines))
-    self._tensorboard = TensorBoard(workdir, start_step)
+    self._tensorboard = [
+      TensorBoard(os.path.join(workdir, 'tensorboard', f'seed_{seed}'), start_step)
+      for seed in self._seeds
+    ]
 
-  def write(self, step: int, split: str, values: dict[str, float]) -> None:
-    """values: numbers only; each becomes the TensorBoard scalar '<split>/<name>'."""
+  def write(self, step: int, split: str, per_replica: Sequence[dict[str, float]]) -> None:
+    """per_replica[k]: replica k's numbers; each becomes its seed's scalar '<split>/<name>'."""
     if not self.active:
       return
-    self._lines.append(json.dumps({'step': step, 'split': split, **values}) + '\n')
+    for k, values in enumerate(per_replica):
+      row = {'step': step, 'split': split, 'replica': k, 'seed': self._seeds[k], **values}
+      self._lines.append(json.dumps(row) + '\n')
+      self._tensorboard[k].scalars(step, split, values)
     write_text(self.path, ''.join(self._lines))
-    self._tensorboard.scalars(step, split, values)
 
   def close(self) -> None:
     if self.active:
-      self._tensorboard.close()
+      for writer in self._tensorboard:
+        writer.close()
 
 
 class TensorBoard:
-  """Scalars as TensorBoard event files under workdir/tensorboard, without TensorFlow.
+  """Scalars as TensorBoard event files in logdir, without TensorFlow.
 
   tensorboard's own record writer and protos are pure Python; its EventFileWriter is not used
   because it would import TensorFlow wherever TensorFlow is installed.
   """
 
-  def __init__(self, workdir: str, start_step: int):
+  def __init__(self, logdir: str, start_step: int):
     # Imported here: only the process that writes events needs tensorboard.
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-    logdir = os.path.join(workdir, 'tensorboard')
     os.makedirs(logdir, exist_ok=True)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
     self._writer = RecordWriter(open(os.path.join(logdir, name), 'wb'))

@@ -10,6 +10,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
+import jax
 import optax
 from jax.sharding import Mesh
 
@@ -37,15 +38,29 @@ class Setup:
   """What both training and --mode=eval build from a config."""
 
   mesh: Mesh
+  seeds: tuple[int, ...]  # replica k's seed at index k
   dataset: cifar.CifarData
   timeline: timeline.Timeline
   model: nn.Module
   schedule: optax.Schedule
   tx: optax.GradientTransformation
-  state: train_step.TrainState  # freshly initialised: the start of training, or a restore template
+  # Freshly initialised, stacked over the replicas: the start of training, or a restore template.
+  state: train_step.TrainState
   eval_fn: Any
   eval_sets: dict[str, evaluation.EvalSet]
   cache_dir: str | None  # the persistent compilation cache; None when off
+
+
+def run_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -> Mesh:
+  """The config's (replica, data) mesh over the devices (default all)."""
+  devices = devices or jax.devices()
+  groups = parallel.replica_groups(config.num_replicas, len(devices), config.replica_groups)
+  return parallel.make_mesh(devices, groups)
+
+
+def seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Replica k trains as the run of seed + k alone would."""
+  return tuple(range(config.seed, config.seed + config.num_replicas))
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -92,9 +107,9 @@ def setup(
 ) -> Setup:
   """Builds everything training and evaluation need from a config that validate_config passed.
 
-  Writes no file. mesh: default all devices. dataset: default load_dataset(config).
+  Writes no file. mesh: default run_mesh(config). dataset: default load_dataset(config).
   """
-  mesh = mesh or parallel.make_mesh()
+  mesh = mesh or run_mesh(config)
   dataset = dataset or load_dataset(config)
   num_train = len(dataset.train.labels)
   steps = timeline.resolve(config, num_train)
@@ -103,7 +118,8 @@ def setup(
   model = build_model(config)
   schedule = optim.learning_rate_schedule(config.schedule, config.optimizer.learning_rate, steps)
   tx = create_optimizer(config, schedule)
-  state = train_step.create_train_state(model, tx, train_step.run_keys(config.seed)[0], mesh)
+  run_seeds = seeds(config)
+  state = train_step.create_train_state(model, tx, train_step.replica_keys(run_seeds)[0], mesh)
   name = config.dataset.name
   eval_fn = evaluation.make_eval_fn(
     model,
@@ -111,6 +127,7 @@ def setup(
     config.eval.batch_size,
     cifar.CHANNEL_MEAN[name],
     cifar.CHANNEL_STD[name],
+    run_seeds,
     config.eval.flip_tta,
   )
   splits = {'test': dataset.test, 'validation': dataset.validation}
@@ -119,4 +136,6 @@ def setup(
     for split_name, split in splits.items()
     if split is not None
   }
-  return Setup(mesh, dataset, steps, model, schedule, tx, state, eval_fn, eval_sets, cache_dir)
+  return Setup(
+    mesh, run_seeds, dataset, steps, model, schedule, tx, state, eval_fn, eval_sets, cache_dir
+  )

@@ -16,7 +16,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.sharding import Mesh
 
 from resnet_jax import (
   checkpoint,
@@ -31,7 +30,7 @@ from resnet_jax import (
   train_step,
   validation,
 )
-from resnet_jax.setup import Setup, load_dataset, setup
+from resnet_jax.setup import Setup, load_dataset, run_mesh, setup
 from resnet_jax.train_step import TrainState
 
 if TYPE_CHECKING:
@@ -39,18 +38,19 @@ if TYPE_CHECKING:
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None
+  config: ml_collections.ConfigDict, workdir: str, devices: list | None = None
 ) -> TrainState:
   """Trains from scratch, or resumes from the latest checkpoint in workdir; returns the state.
 
-  mesh: the devices to train on; default all of them. Raises guards.Preempted after saving
-  when SIGTERM or SIGINT asked the run to stop.
+  The state is stacked over config.num_replicas replicas (train_step.replica takes one out).
+  devices: those to train on; default all of them. Raises guards.Preempted after saving when
+  SIGTERM or SIGINT asked the run to stop.
   """
-  mesh = mesh or parallel.make_mesh()
+  devices = devices or jax.devices()
   # Refusals that need no compilation come first (bad values, missing data); the workdir is
   # made only once the config and the data are sound, then checked for sharing and locked.
-  validation.validate_config(config, mesh.size)
-  run = setup(config, mesh, load_dataset(config))
+  validation.validate_config(config, len(devices))
+  run = setup(config, run_mesh(config, devices), load_dataset(config))
   if distributed.is_writer():
     os.makedirs(workdir, exist_ok=True)
   distributed.check_shared_workdir(workdir, config.shared_workdir_timeout_s)
@@ -75,31 +75,48 @@ def _restore_or_start(
 class _UnloggedSteps:
   """Per-step metrics of the steps not yet in a log row: device arrays until fetched.
 
-  Every fetch checks that each step's loss and gradients were finite, so a NaN state is found
-  before it is logged as fine or saved.
+  Each is a (steps, replicas) array. Every fetch reads which replicas have diverged (a replica's
+  step that was not finite left its state as it was, train_step.train_step), says so once per
+  replica, and raises when none is left, before anything is logged as fine or saved.
   """
 
-  def __init__(self, step: int, workdir: str):
+  def __init__(self, step: int, workdir: str, seeds: tuple[int, ...], diverged_at: list[int]):
     self.first_step = step + 1
     self._device: list[dict[str, jax.Array]] = []
     self._host: dict[str, np.ndarray] = {}
     self._workdir = workdir
+    self._seeds = seeds
+    self.diverged_at = diverged_at  # per replica, as the latest fetched step left it
 
   def add(self, chunk_metrics: dict[str, jax.Array]) -> None:
     self._device.append(chunk_metrics)
 
   def fetch(self, step: int, last_saved: int | None) -> None:
-    """Brings every pending step's metrics to the host; raises if any step was not finite."""
+    """Brings every pending step's metrics to the host; raises if every replica diverged."""
     if not self._device:
       return
     fetched = [self._host] if self._host else []
     fetched += jax.device_get(self._device)
     self._device = []
     self._host = {k: np.concatenate([m[k] for m in fetched]) for k in fetched[0]}
-    if not np.all(self._host['finite']):
+    now = self._host['diverged_at'][-1].tolist()
+    for k, (before, at) in enumerate(zip(self.diverged_at, now)):
+      if at and not before and len(now) > 1:
+        logging.warning(
+          'Replica %d (seed %d) diverged at step %d: its loss or a gradient became NaN or '
+          'infinite. It keeps the state of step %d, is left out of the means, and the '
+          'others train on.',
+          k,
+          self._seeds[k],
+          at,
+          at - 1,
+        )
+    self.diverged_at = now
+    if all(now):
+      which = 'The loss or a gradient' if len(now) == 1 else "Every replica's loss or gradients"
       raise FloatingPointError(
-        f'The loss or a gradient became NaN or infinite before step {step}; that state was '
-        f'not saved. The last checkpoint is of step {last_saved} in '
+        f'{which} became NaN or infinite (at step {max(now)}); that state was not saved. '
+        f'The last checkpoint is of step {last_saved} in '
         f'{checkpoint.checkpoint_dir(self._workdir)}. Lower the learning rate or check the data.'
       )
 
@@ -127,26 +144,38 @@ def _log_rows(
   rate = progress.images_per_second(step)
   for log_step in log_steps:
     window = unlogged.take(log_step)
-    row = {'loss': float(window['loss'].mean()), 'top1': float(window['top1'].mean())}
-    row['lr'] = float(window['lr'][-1])
-    logging.info(progress.line(log_step, row['loss'], row['top1'], row['lr'], rate))
-    if rate and log_step == log_steps[-1]:
-      row['images_per_second'] = rate
-    log.write(log_step, 'train', {'epoch': log_step / steps.epoch_steps, **row})
+    rows = []
+    for k in range(window['loss'].shape[1]):
+      row = {'epoch': log_step / steps.epoch_steps, 'lr': float(window['lr'][-1, k])}
+      if window['diverged_at'][-1, k]:
+        row['diverged_at'] = int(window['diverged_at'][-1, k])
+      else:
+        row['loss'] = float(window['loss'][:, k].mean())
+        row['top1'] = float(window['top1'][:, k].mean())
+      if rate and log_step == log_steps[-1]:
+        row['images_per_second'] = rate  # of all replicas together
+      rows.append(row)
+    logging.info(progress.line(log_step, rows, rate))
+    log.write(log_step, 'train', rows)
 
 
 def _evaluate(state: TrainState, step: int, run: Setup, log: records.MetricsLog) -> None:
+  epoch = step / run.timeline.epoch_steps
   for name, split in run.eval_sets.items():
     result = run.eval_fn(state, split)
     logging.info(console.eval_line(name, step, result))
-    log.write(step, name, {'epoch': step / run.timeline.epoch_steps, **result})
+    rows = []
+    for replica in result['replicas']:
+      own = {k: v for k, v in replica.items() if k not in ('replica', 'seed')}  # the log adds them
+      rows.append({'epoch': epoch, 'count': result['count'], **own})
+    log.write(step, name, rows)
 
 
 class _EpochOrders:
-  """The data order of the current epoch, on the device, computed once per epoch."""
+  """Each replica's data order of the current epoch, on the device, computed once per epoch."""
 
-  def __init__(self, perm_key: jax.Array, run: Setup):
-    self._perm_key, self._run = perm_key, run
+  def __init__(self, perm_keys: jax.Array, run: Setup):
+    self._perm_key, self._run = perm_keys, run
     self._epoch, self._order = None, None
 
   def at(self, step: int) -> jax.Array:
@@ -165,6 +194,8 @@ def _announce(config: ml_collections.ConfigDict, workdir: str, run: Setup, start
   for line in console.opening_lines(
     model=config.model.name,
     dataset=config.dataset.name,
+    seeds=run.seeds,
+    mesh_shape=dict(run.mesh.shape),
     devices=devices,
     total_steps=run.timeline.total_steps,
     epoch_steps=run.timeline.epoch_steps,
@@ -176,14 +207,13 @@ def _announce(config: ml_collections.ConfigDict, workdir: str, run: Setup, start
 
 
 def step_function(config: ml_collections.ConfigDict, run: Setup) -> Callable:
-  """This run's train step: step(state, images, labels, order) -> (state, per-step metrics)."""
+  """One replica's train step: step(state, images, labels, order, aug_key) -> (state, metrics)."""
   name = config.dataset.name
   return functools.partial(
     train_step.train_step,
     model=run.model,
     tx=run.tx,
     schedule=run.schedule,
-    aug_key=train_step.run_keys(config.seed)[2],
     batch_size=config.batch_size,
     epoch_steps=run.timeline.epoch_steps,
     mean=cifar.CHANNEL_MEAN[name],
@@ -201,23 +231,26 @@ def _train(
 ) -> TrainState:
   manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
   state = _restore_or_start(config, workdir, run, manager)
-  step = int(state.step)
+  step = int(state.step[0])
   _announce(config, workdir, run, step)
-  log = records.MetricsLog(workdir, step, active=distributed.is_writer())
+  log = records.MetricsLog(workdir, step, run.seeds, active=distributed.is_writer())
   if distributed.is_writer():
     records.write_config(workdir, config)
     records.write_timeline(workdir, run.timeline)
     records.write_provenance(workdir)
 
-  orders = _EpochOrders(train_step.run_keys(config.seed)[1], run)
+  _, perm_keys, aug_keys = train_step.replica_keys(run.seeds)
+  orders = _EpochOrders(perm_keys, run)
   images, labels = parallel.replicate(
     (run.dataset.train.images, run.dataset.train.labels), run.mesh
   )
-  train_chunk = train_step.make_train_chunk(step_function(config, run))
+  train_chunk = train_step.make_train_chunk(step_function(config, run), aug_keys, run.mesh)
   timeline = run.timeline
-  progress = console.Progress(timeline.total_steps, config.batch_size, timeline.epoch_steps, step)
+  progress = console.Progress(
+    timeline.total_steps, config.batch_size * len(run.seeds), timeline.epoch_steps, step
+  )
   profiler = profiling.StepProfiler(workdir, tuple(config.profile_steps))
-  unlogged = _UnloggedSteps(step, workdir)
+  unlogged = _UnloggedSteps(step, workdir, run.seeds, jax.device_get(state.diverged_at).tolist())
   last_saved = manager.latest_step()
   compiled: set[int] = set()  # call lengths already compiled (and timed) in this process
   stopping = False

@@ -5,12 +5,16 @@ and normalises it, and updates the state, all inside jit. Randomness is a pure f
 (seed, step): the data order of epoch e is a permutation drawn from fold_in(perm_key, e), computed
 once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s), so a
 resumed run replays exactly what an uninterrupted one would have done.
+
+train_step is one replica's step. A run of N replicas (seeds seed..seed+N-1) stacks N such states
+on a leading replica axis and vmaps the step over it (make_train_chunk): replica k computes what
+the run of seed+k alone would, in one program with the others.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -25,10 +29,15 @@ from resnet_jax import augment, optim, parallel
 
 @flax.struct.dataclass
 class TrainState:
+  """One replica's state; a run's state is this with a leading replica axis on every leaf."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  # 0 while every step was finite; else the first step whose loss or gradients were not. The
+  # replica then keeps the state of the step before it and trains no further.
+  diverged_at: jax.Array
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -37,10 +46,29 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   return init_key, perm_key, aug_key
 
 
+def replica_keys(seeds: Sequence[int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """run_keys of each seed, stacked on a leading replica axis."""
+  return tuple(jnp.stack(keys) for keys in zip(*map(run_keys, seeds)))
+
+
+def state_sharding(mesh: Mesh) -> TrainState:
+  """Where a stacked state lives: each replica's arrays on its group's devices; the step
+  counters and divergence marks (a few integers) on every device, so every process reads them.
+  """
+  by_replica, everywhere = parallel.replica_sharded(mesh), parallel.replicated(mesh)
+  return TrainState(
+    step=everywhere,
+    params=by_replica,
+    batch_stats=by_replica,
+    opt_state=by_replica,
+    diverged_at=everywhere,
+  )
+
+
 def create_train_state(
-  model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, mesh: Mesh
+  model: nn.Module, tx: optax.GradientTransformation, init_keys: jax.Array, mesh: Mesh
 ) -> TrainState:
-  """Initialises the state directly onto the mesh, replicated."""
+  """The stacked fresh state of one replica per key of init_keys, directly onto the mesh."""
 
   def init(key):
     variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
@@ -50,21 +78,33 @@ def create_train_state(
       params=params,
       batch_stats=variables['batch_stats'],
       opt_state=tx.init(params),
+      diverged_at=jnp.zeros((), jnp.int32),
     )
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(key)
+  return jax.jit(jax.vmap(init), out_shardings=state_sharding(mesh))(init_keys)
+
+
+def replica(state: TrainState, k: int) -> TrainState:
+  """Replica k's own state out of a stacked one."""
+  return jax.tree.map(lambda x: x[k], state)
 
 
 @functools.lru_cache
 def _permutation(num_examples: int, mesh: Mesh) -> Callable[[jax.Array, int], jax.Array]:
-  return jax.jit(
-    lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), num_examples),
-    out_shardings=parallel.replicated(mesh),
-  )
+  def permute(keys, epoch):
+    def one(key):
+      return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+    return one(keys) if keys.ndim == 0 else jax.vmap(one)(keys)
+
+  return jax.jit(permute, out_shardings=parallel.replicated(mesh))
 
 
 def epoch_order(perm_key: jax.Array, epoch: int, num_examples: int, mesh: Mesh) -> jax.Array:
-  """The order in which epoch `epoch` visits the training set, on every device."""
+  """The order in which epoch `epoch` visits the training set, on every device.
+
+  perm_key may be stacked (replica_keys): then one order per replica, stacked alike.
+  """
   return _permutation(num_examples, mesh)(perm_key, epoch)
 
 
@@ -98,7 +138,7 @@ def update_on_batch(
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = TrainState(
+  new_state = state.replace(
     step=state.step + 1,
     params=optax.apply_updates(state.params, updates),
     batch_stats=batch_stats,
@@ -136,11 +176,11 @@ def train_step(
   images: jax.Array,
   labels: jax.Array,
   order: jax.Array,
+  aug_key: jax.Array,
   *,
   model: nn.Module,
   tx: optax.GradientTransformation,
   schedule: optax.Schedule,
-  aug_key: jax.Array,
   batch_size: int,
   epoch_steps: int,
   mean: tuple[float, ...],
@@ -148,10 +188,12 @@ def train_step(
   label_smoothing: float,
   mesh: Mesh,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One step on the batch that step `state.step` draws from the on-device dataset.
+  """One replica's step on the batch that step `state.step` draws from the on-device dataset.
 
   images and labels are the whole training set; they must be arguments of the jitted function,
-  not constants closed over (XLA would embed 150 MB in the program and crawl).
+  not constants closed over (XLA would embed 150 MB in the program and crawl). A step whose loss
+  or gradients are not finite is not applied: the state stays the last finite one, marked
+  diverged, and later steps leave it so.
   """
   step = state.step
   batch_images, batch_labels = global_batch(
@@ -169,27 +211,45 @@ def train_step(
   new_state, loss, logits, grads = update_on_batch(
     state, batch_images, batch_labels, model=model, tx=tx, label_smoothing=label_smoothing
   )
+  live = state.diverged_at == 0
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  new_state = jax.tree.map(lambda new, old: jnp.where(live & finite, new, old), new_state, state)
+  new_state = new_state.replace(
+    step=step + 1, diverged_at=jnp.where(live & ~finite, step + 1, state.diverged_at)
+  )
   step_metrics = {
     'loss': loss,
     'top1': jnp.mean(jnp.argmax(logits, -1) == batch_labels),
     'lr': schedule(step),
-    'finite': jnp.isfinite(loss) & _all_finite(grads),
+    'diverged_at': new_state.diverged_at,
   }
   return new_state, step_metrics
 
 
-def make_train_chunk(step_fn: Callable) -> Callable:
-  """jit(K steps of step_fn) as train_chunk(state, images, labels, order, K); K is static.
+def make_train_chunk(step_fn: Callable, aug_keys: jax.Array, mesh: Mesh) -> Callable:
+  """jit(K steps of step_fn on every replica) as train_chunk(state, images, labels, orders, K).
 
-  The state is donated. The K steps are unrolled rather than a lax.scan: XLA's CPU backend runs
-  this step about 30 times slower inside a while loop (benchmarks/RESULTS.md).
+  state, orders (epoch_order of stacked keys) and aug_keys carry the replica axis; K is static.
+  Returns the new state and each step's metrics, (K, replicas) arrays on every device. The state
+  is donated. The K steps are unrolled rather than a lax.scan: XLA's CPU backend runs this step
+  about 30 times slower inside a while loop (benchmarks/RESULTS.md).
   """
+  # spmd_axis_name: the batch sharding inside step_fn splits each replica's batch over its own
+  # group's devices, not the whole mesh.
+  replicas_step = jax.vmap(
+    step_fn, in_axes=(0, None, None, 0, 0), spmd_axis_name=parallel.REPLICA_AXIS
+  )
 
-  @functools.partial(jax.jit, static_argnums=4, donate_argnums=0)
-  def train_chunk(state, images, labels, order, num_steps):
+  @functools.partial(
+    jax.jit,
+    static_argnums=4,
+    donate_argnums=0,
+    out_shardings=(state_sharding(mesh), parallel.replicated(mesh)),
+  )
+  def train_chunk(state, images, labels, orders, num_steps):
     per_step = []
     for _ in range(num_steps):
-      state, step_metrics = step_fn(state, images, labels, order)
+      state, step_metrics = replicas_step(state, images, labels, orders, aug_keys)
       per_step.append(step_metrics)
     return state, jax.tree.map(lambda *values: jnp.stack(values), *per_step)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from resnet_jax import cifar, data, models, optim
+from resnet_jax import cifar, data, models, optim, parallel
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -107,12 +107,27 @@ def _dataset(dataset: Any) -> None:
   )
 
 
-def _run_length(config: Any, num_devices: int) -> None:
+def _replicas(config: Any, num_devices: int) -> int:
+  """Checks the replica fields; returns the devices that train each replica."""
+  _number(config.num_replicas, 'num_replicas', minimum=1)
+  _number(config.replica_groups, 'replica_groups', minimum=0)
+  groups = config.replica_groups
+  if groups and (config.num_replicas % groups or num_devices % groups):
+    raise UserError(
+      f'config.replica_groups={groups} must divide both num_replicas='
+      f'{config.num_replicas} and the number of devices ({num_devices}); 0 picks '
+      f'{parallel.replica_groups(config.num_replicas, num_devices)}.'
+    )
+  return num_devices // parallel.replica_groups(config.num_replicas, num_devices, groups)
+
+
+def _run_length(config: Any, group_size: int) -> None:
   _number(config.batch_size, 'batch_size', minimum=1)
-  if config.batch_size % num_devices:
+  if config.batch_size % group_size:
     raise UserError(
       f'config.batch_size={config.batch_size} must be divisible by the number of '
-      f'devices ({num_devices}): each device takes an equal share of the batch.'
+      f'devices that train each replica ({group_size}): each takes an equal share of the '
+      'batch.'
     )
   _number(config.num_epochs, 'num_epochs', minimum=1)
   _number(config.num_train_steps, 'num_train_steps', minimum=-1)
@@ -155,12 +170,12 @@ def _cadences(config: Any) -> None:
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
 
-def _eval(ev: Any, num_devices: int) -> None:
+def _eval(ev: Any, group_size: int) -> None:
   _number(ev.batch_size, 'eval.batch_size', minimum=1)
-  if ev.batch_size % num_devices:
+  if ev.batch_size % group_size:
     raise UserError(
       f'config.eval.batch_size={ev.batch_size} must be divisible by the number of '
-      f'devices ({num_devices}).'
+      f'devices that evaluate each replica ({group_size}).'
     )
   _number(ev.step, 'eval.step', minimum=-1)
   _flag(ev.flip_tta, 'eval.flip_tta')
@@ -188,11 +203,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   """Raises UserError for the first bad value, saying what is allowed."""
   _model(config.model, config.batch_size)
   _dataset(config.dataset)
-  _run_length(config, num_devices)
+  group_size = _replicas(config, num_devices)
+  _run_length(config, group_size)
   _optimizer(config.optimizer)
   _schedule(config.schedule)
   _cadences(config)
-  _eval(config.eval, num_devices)
+  _eval(config.eval, group_size)
   _runtime(config)
 
 

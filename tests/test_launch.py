@@ -111,7 +111,7 @@ def _assert_refused(result, *words):
     ('--config.model.name=resnet21', ['model.name', 'resnet20']),
     ('--config.dataset.name=mnist', ['dataset.name', 'cifar100']),
     ('--config.model.nmae=resnet20', ['unknown config field', 'name']),
-    ('--config.batch_size=6', ['divisible by the number of devices (4)']),
+    ('--config.batch_size=6', ['devices that train each replica (4)']),
     ('--config.eval_every_epochs=1', ['eval_every_steps=4 and', 'are both set']),
     ('--config.eval_every_steps=3', ['calls also end every () steps -> every (3,) steps']),
     ('--config.batch_size=abc', ['batch_size']),
@@ -169,7 +169,9 @@ def test_tensorboard_events_hold_the_logged_scalars(trained):
   from tensorboard.backend.event_processing import event_accumulator
 
   workdir, _ = trained
-  events = event_accumulator.EventAccumulator(str(workdir / 'tensorboard'))
+  # One run folder per seed, so TensorBoard overlays the replicas; this run has one.
+  assert [p.name for p in (workdir / 'tensorboard').iterdir()] == ['seed_0']
+  events = event_accumulator.EventAccumulator(str(workdir / 'tensorboard' / 'seed_0'))
   events.Reload()
   rows = _rows(workdir)
   for split, names in (

@@ -107,9 +107,10 @@ def runs(cifar_dir, tmp_path_factory):
   return workdirs
 
 
-def _final_state(workdir, cifar_dir):
+def _final_state(workdir, cifar_dir, num_replicas=1):
   config = resnet_test.get_config()
   config.dataset.data_dir = str(cifar_dir)
+  config.num_replicas = num_replicas
   template = setup.setup(config).state
   manager = checkpoint.create_manager(str(workdir), create=False)
   state = checkpoint.restore(manager, config.num_train_steps, template)
@@ -124,7 +125,7 @@ def _rows(workdir):
 @pytest.mark.parametrize('num', [2, 4])
 def test_several_processes_train_as_one_process_with_the_same_devices(runs, cifar_dir, num):
   expected, got = _final_state(runs[1], cifar_dir), _final_state(runs[num], cifar_dir)
-  assert int(got.step) == 8
+  assert int(got.step[0]) == 8
   for name in ('params', 'batch_stats', 'opt_state'):
     for a, b in zip(*(jax.tree.leaves(getattr(s, name)) for s in (expected, got)), strict=True):
       np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
@@ -135,6 +136,29 @@ def test_several_processes_train_as_one_process_with_the_same_devices(runs, cifa
   )
 
 
+def test_two_processes_train_two_replicas_one_each(runs, cifar_dir, tmp_path):
+  """Each process holds one replica (the default layout); replica 0 is the seed-0 run."""
+  workdir = tmp_path / 'run'
+  args = _args(cifar_dir, workdir, '--config.num_replicas=2')
+  codes, stderrs = _run(2, 1, args, tmp_path / 'logs')
+  assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
+  assert 'replicas: 2 (seeds 0..1) in 2 group(s) of 1 device(s)' in stderrs[0]
+  rows = _rows(workdir)
+  expected = _rows(runs[1])
+  assert [(r['step'], r['split']) for r in rows if r['replica'] == 0] == [
+    (r['step'], r['split']) for r in expected
+  ]
+  assert {r['seed'] for r in rows if r['replica'] == 1} == {1}
+  np.testing.assert_allclose(
+    [r['loss'] for r in rows if r['replica'] == 0], [r['loss'] for r in expected], rtol=1e-5
+  )
+  replicas = _final_state(workdir, cifar_dir, num_replicas=2)
+  alone = _final_state(runs[1], cifar_dir)
+  for a, b in zip(jax.tree.leaves(replicas.params), jax.tree.leaves(alone.params), strict=True):
+    np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[0], rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(np.asarray(a)[0], np.asarray(a)[1])
+
+
 @pytest.mark.parametrize('num', [2, 4])
 def test_only_process_zero_writes_logs_and_records(runs, num):
   workdir = runs[num]
@@ -142,7 +166,7 @@ def test_only_process_zero_writes_logs_and_records(runs, num):
   assert 'eval test at step 8' in stderrs[0]
   for other in stderrs[1:]:
     assert 'eval test at step' not in other and 'Done' not in other
-  assert len(list((workdir / 'tensorboard').iterdir())) == 1
+  assert len(list((workdir / 'tensorboard' / 'seed_0').iterdir())) == 1
   assert len(_rows(workdir)) == len(_rows(runs[1]))  # no row written twice
   assert not list(workdir.glob('.probe-*'))  # the shared-storage probe is cleaned up
 

@@ -117,7 +117,10 @@ def test_float32_runs_agree_after_a_few_steps(parity):
   theirs = {k: v.numpy() for k, v in result.torch_model.state_dict().items()}
   ours, initial = (
     np.concatenate([d[k].ravel() for k in sorted(d)])
-    for d in (_in_torch_layout(result.jax_state), _in_torch_layout(_setup(result.config).state))
+    for d in (
+      _in_torch_layout(result.jax_state),
+      _in_torch_layout(train_step.replica(_setup(result.config).state, 0)),
+    )
   )
   theirs = np.concatenate(
     [theirs[k].ravel() for k in sorted(theirs) if not k.endswith('num_batches_tracked')]
@@ -149,14 +152,15 @@ def test_float64_steps_agree(cifar_dir):
   run = _setup(config)
   batches = [parity_tool.make_batches(config, run)(step) for step in range(_STEPS)]
   model = torch_models.resnet20()
+  initial = train_step.replica(run.state, 0)
   torch_models.load_flax_variables(
-    model, {'params': run.state.params, 'batch_stats': run.state.batch_stats}
+    model, {'params': initial.params, 'batch_stats': initial.batch_stats}
   )
   model = model.double().to(memory_format=torch.channels_last)
   optimizer = parity_tool.torch_optimizer(model, config)
   with jax.enable_x64(True):
     state = jax.tree.map(
-      lambda x: np.asarray(x, np.float64) if x.dtype == np.float32 else x, jax.device_get(run.state)
+      lambda x: np.asarray(x, np.float64) if x.dtype == np.float32 else x, jax.device_get(initial)
     )
     update = jax.jit(
       functools.partial(
@@ -177,7 +181,7 @@ def test_float64_steps_agree(cifar_dir):
       )
       # Our loss is computed in float32 whatever the model's dtype.
       assert float(loss) == pytest.approx(torch_loss.item(), rel=1e-6), step
-  ours, initial = _in_torch_layout(state), _in_torch_layout(run.state)
+  ours, initial = _in_torch_layout(state), _in_torch_layout(initial)
   for key, value in model.state_dict().items():
     if key.endswith('num_batches_tracked'):
       continue
@@ -204,7 +208,7 @@ def test_torch_is_handed_exactly_our_data_paths_batches(parity, cifar_dir):
     np.testing.assert_array_equal(labels, want_labels)
   assert not np.array_equal(expected[0][1], expected[1][1])
 
-  perm_key = train_step.run_keys(config.seed)[1]
+  _, perm_key, aug_key = train_step.run_keys(config.seed)
   data_path_step = jax.jit(train.step_function(config, run))
   ready_batch_step = jax.jit(
     functools.partial(
@@ -216,10 +220,10 @@ def test_torch_is_handed_exactly_our_data_paths_batches(parity, cifar_dir):
   )
   order = train_step.epoch_order(perm_key, 0, len(run.dataset.train.labels), run.mesh)
   assert _STEPS <= run.timeline.epoch_steps  # every step below is of epoch 0
-  state = run.state
+  state = train_step.replica(run.state, 0)
   for step, (batch_images, batch_labels) in enumerate(expected):
     _, loss, _, _ = ready_batch_step(state, batch_images, batch_labels)
-    state, step_metrics = data_path_step(state, images, labels, order)
+    state, step_metrics = data_path_step(state, images, labels, order, aug_key)
     assert float(loss) == pytest.approx(float(step_metrics['loss']), rel=1e-6), step
 
 

@@ -25,14 +25,19 @@ def _write_run(
   images_per_second=100.0,
   command=None,
   framework=None,
+  replicas=None,
+  diverged=None,
 ):
   """A workdir with one train and one test row per epoch; top1s: the test top-1 of each epoch.
 
   Each epoch of steps_per_epoch steps at images_per_second takes
-  steps_per_epoch * batch_size / images_per_second seconds (1 s by default).
+  steps_per_epoch * batch_size * (replicas) / images_per_second seconds (1 s by default).
+  Without replicas, the rows and config of a run older than replicas (no `replica`, `seed` or
+  num_replicas); with them (replica k's top1s at index k), those of a program of
+  len(replicas) replicas, where replica k diverged at step diverged[k] if given.
   """
   workdir.mkdir(parents=True)
-  planned_epochs = planned_epochs or len(top1s)
+  planned_epochs = planned_epochs or len((replicas or [top1s])[0])
   config = {
     'model': {'name': model},
     'dataset': {'name': 'cifar10'},
@@ -41,6 +46,8 @@ def _write_run(
     'num_train_steps': planned_epochs * steps_per_epoch,
     'seed': seed,
   }
+  if replicas:
+    config.update(num_replicas=len(replicas), replica_groups=0)
   (workdir / 'config.json').write_text(json.dumps(config))
   provenance = {
     'device_kind': 'Fake GPU',
@@ -52,36 +59,32 @@ def _write_run(
       '--config=configs/resnet20.py',
       f'--config.seed={seed}',
       '--config.dataset.data_dir=/tmp/x',
+      *([f'--config.num_replicas={len(replicas)}'] if replicas else []),
     ],
   }
   if framework:
     provenance['framework'] = framework
   (workdir / 'provenance.json').write_text(json.dumps(provenance))
+  diverged = diverged or {}
   rows = []
-  for epoch, top1 in enumerate(top1s, start=1):
+  for epoch in range(1, len((replicas or [top1s])[0]) + 1):
     step = epoch * steps_per_epoch
-    rows.append(
-      {
-        'step': step,
-        'split': 'train',
-        'epoch': epoch,
-        'loss': 2.0 / epoch,
-        'top1': top1 + 0.05,
-        'lr': 0.1,
-        'images_per_second': images_per_second,
-      }
-    )
-    rows.append(
-      {
-        'step': step,
-        'split': 'test',
-        'epoch': epoch,
-        'loss': 1.5 / epoch,
-        'top1': top1,
-        'top5': 0.99,
-        'count': 100,
-      }
-    )
+    for split in ('train', 'test'):
+      for k, mine in enumerate(replicas or [top1s]):
+        row = {'step': step, 'split': split, 'epoch': epoch}
+        if replicas:
+          row.update(replica=k, seed=seed + k)
+        if split == 'train':
+          row.update(lr=0.1, images_per_second=images_per_second)
+        else:
+          row['count'] = 100
+        if step >= diverged.get(k, step + 1):
+          row['diverged_at'] = diverged[k]
+        elif split == 'train':
+          row.update(loss=2.0 / epoch, top1=mine[epoch - 1] + 0.05)
+        else:
+          row.update(loss=1.5 / epoch, top1=mine[epoch - 1], top5=0.99)
+        rows.append(row)
   (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
   return workdir
 
@@ -160,6 +163,57 @@ def test_a_run_stopped_early_is_marked_not_hidden(tmp_path, capsys):
   assert rows['plain-20']['seeds'] == '2'
 
 
+# Replica 2 diverged at step 15, in epoch 2: it has no final top-1 and its last rows no values.
+REPLICA_TOP1S = [(0.5, 0.80), (0.5, 0.82), (0.4, 0.6)]
+
+
+def test_a_replica_workdir_is_a_run_of_each_seed(tmp_path):
+  workdir = _write_run(
+    tmp_path / 'r20x3', seed=7, replicas=REPLICA_TOP1S, diverged={2: 15}, images_per_second=150.0
+  )
+  loaded = runs.find_runs([str(workdir)])
+  assert [run.config['seed'] for run in loaded] == [7, 8, 9]
+  assert [run.replica for run in loaded] == [0, 1, 2]
+  assert {run.workdir for run in loaded} == {str(workdir)}
+  assert all({row['replica'] for row in run.rows} == {run.replica} for run in loaded)
+  assert [run.final_top1 for run in loaded] == [0.80, 0.82, None]
+  assert [run.diverged_at for run in loaded] == [None, None, 15]
+  assert not loaded[2].stopped_early  # its program trained the others to the end
+  # 2 epochs of 10 steps x 10 images x 3 replicas at 150 images/s together: the program's time.
+  assert [run.train_seconds for run in loaded] == [4.0, 4.0, 4.0]
+
+
+def test_replicas_and_separate_seeds_of_one_recipe_make_one_row(tmp_path, capsys):
+  _write_run(
+    tmp_path / 'x3', seed=0, replicas=REPLICA_TOP1S, diverged={2: 15}, images_per_second=150.0
+  )
+  _write_run(tmp_path / 's3', seed=3, replicas=[(0.5, 0.84)])  # a program of one replica
+  _write_run(tmp_path / 's4', seed=4, top1s=(0.5, 0.86))  # older than replicas: no `replica`
+  groups = runs.group_by_seed(runs.find_runs([f'{tmp_path}/*']))
+  assert [[run.config['seed'] for run in group] for group in groups] == [[0, 1, 2, 3, 4]]
+  row = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
+  # Mean and sample standard deviation of 80, 82, 84 and 86: the diverged seed 2 is left out.
+  assert row['top1'] == '83.00 ± 2.58% **(1 of 5 diverged: seed 2 at epoch 1.50)**'
+  assert row['seeds'] == '5'
+  assert row['time'] == '4 s (3 replicas together), 2 s'
+  assert row['recipe'] == '`configs/resnet20.py`'  # --config.num_replicas is not the recipe
+
+
+def test_a_seed_run_both_as_a_replica_and_alone_is_marked(tmp_path, capsys):
+  _write_run(tmp_path / 'x2', seed=0, replicas=[(0.5, 0.8), (0.5, 0.82)])
+  _write_run(tmp_path / 's1', seed=1, top1s=(0.5, 0.82))
+  row = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
+  assert row['seeds'] == '3 (seed 1 repeated)'
+
+
+def test_a_replica_without_rows_is_an_error_not_a_silent_gap(tmp_path):
+  workdir = _write_run(tmp_path / 'x2', replicas=[(0.5, 0.8), (0.5, 0.82)])
+  config = json.loads((workdir / 'config.json').read_text())
+  (workdir / 'config.json').write_text(json.dumps({**config, 'num_replicas': 3}))
+  with pytest.raises(SystemExit, match=r'no rows of replica\(s\) \[2\]'):
+    results.main([str(workdir), '--no_curves'])
+
+
 def test_a_workdir_without_metrics_is_an_error_not_a_silent_gap(tmp_path):
   _write_run(tmp_path / 'run')
   (tmp_path / 'run' / 'metrics.jsonl').write_text('')
@@ -192,6 +246,17 @@ def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
   _assert_png(runs / 'degradation.png')
   height, width, _ = image.imread(runs / 'degradation.png').shape
   assert (width, height) == (1000, 400)  # 10 x 4 inches at 100 dpi: small enough to commit
+
+
+def test_a_replica_workdir_has_one_curves_figure_without_the_diverged_values(tmp_path, capsys):
+  pytest.importorskip('matplotlib')
+  workdir = _write_run(tmp_path / 'x3', replicas=REPLICA_TOP1S, diverged={2: 15})
+  results.main([str(workdir)])
+  assert capsys.readouterr().err.count('curves.png') == 1
+  _assert_png(workdir / 'curves.png')
+  _write_run(tmp_path / 'p20', model='plain20')
+  results.main([f'{tmp_path}/*', '--degradation'])
+  _assert_png(tmp_path / 'degradation.png')
 
 
 def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):

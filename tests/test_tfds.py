@@ -75,8 +75,8 @@ assert 'tensorflow_datasets' not in sys.modules, 'models imports tfds'
 from resnet_jax import records, tfds_source, train
 tfds_source.prepare('cifar10', {str(tmp_path / 'tfds')!r})  # prepared: starts no child
 tfds_source.load('cifar10', {str(tmp_path / 'tfds')!r})
-log = records.MetricsLog({str(tmp_path / 'run')!r}, 0)
-log.write(1, 'train', {{'loss': 1.0}})
+log = records.MetricsLog({str(tmp_path / 'run')!r}, 0, seeds=[0])
+log.write(1, 'train', [{{'loss': 1.0}}])
 log.close()
 print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
 """

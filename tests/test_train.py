@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import resnet_test
-from resnet_jax import checkpoint, cifar, models, parallel, records, setup, train, validation
+from resnet_jax import checkpoint, cifar, models, records, setup, train, train_step, validation
 from resnet_jax.errors import UserError
 
 
@@ -46,15 +46,14 @@ def test_loss_falls_when_fitting_a_small_set(cifar_dir, tmp_path):
 
 
 def _final_params(config, workdir, devices):
-  state = train.train_and_evaluate(config, str(workdir), parallel.make_mesh(devices))
-  return jax.device_get(state)
+  return jax.device_get(train.train_and_evaluate(config, str(workdir), devices))
 
 
 def test_one_device_and_four_devices_train_the_same(cifar_dir, tmp_path):
   config = _config(cifar_dir)
   one = _final_params(config, tmp_path / 'one', jax.devices()[:1])
   four = _final_params(config, tmp_path / 'four', jax.devices())
-  assert int(one.step) == int(four.step) == config.num_train_steps
+  assert int(one.step[0]) == int(four.step[0]) == config.num_train_steps
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
   losses = [[row['loss'] for row in _rows(tmp_path / name, 'train')] for name in ('one', 'four')]
@@ -90,7 +89,7 @@ def test_resume_continues_the_step_count_and_replays_exactly(cifar_dir, tmp_path
   config.num_train_steps = 12
   resumed = jax.device_get(train.train_and_evaluate(config, str(tmp_path / 'split')))
 
-  assert int(resumed.step) == 12
+  assert int(resumed.step[0]) == 12
   for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
   # The metrics of the resumed run continue, without rows from before the restart repeated.
@@ -128,7 +127,7 @@ def test_a_resume_that_would_move_the_calls_is_refused(cifar_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
   # The log cadence does not move the calls: it may change.
   config.update(eval_every_steps=4, log_every_steps=3)
-  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step[0]) == 8
 
 
 def _expected_metrics(logits, labels):
@@ -146,10 +145,9 @@ def _test_logits(run, images):
   from resnet_jax import augment
 
   images = augment.normalize(images, cifar.CHANNEL_MEAN['cifar10'], cifar.CHANNEL_STD['cifar10'])
+  state = train_step.replica(run.state, 0)
   return np.asarray(
-    run.model.apply(
-      {'params': run.state.params, 'batch_stats': run.state.batch_stats}, images, train=False
-    )
+    run.model.apply({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
   )
 
 
@@ -160,8 +158,11 @@ def test_eval_counts_every_example_of_a_padded_last_batch(cifar_dir, cifar_examp
   run = setup.setup(config)
   result = run.eval_fn(run.state, run.eval_sets['test'])
   assert result['count'] == 20
-  # Flip TTA is off by default: only the plain numbers.
-  assert sorted(result) == ['count', 'loss', 'top1', 'top5']
+  # Flip TTA is off by default: only the plain numbers; one replica, whose own they are.
+  assert sorted(result) == ['count', 'loss', 'replicas', 'top1', 'top5']
+  assert result['replicas'] == [
+    {'replica': 0, 'seed': 0, **{k: result[k] for k in ('loss', 'top1', 'top5')}}
+  ]
 
   expected = _expected_metrics(_test_logits(run, fake.test_images), fake.test_labels)
   assert result['top1'] == pytest.approx(expected['top1'])
@@ -187,7 +188,8 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_flip(cifar_dir, cifa
   assert result['loss_flip_tta'] != pytest.approx(result['loss'], rel=1e-4)
   # The plain numbers are those of an evaluation without flip TTA.
   without = plain.eval_fn(plain.state, plain.eval_sets['test'])
-  assert {k: result[k] for k in without} == pytest.approx(without, rel=1e-6)
+  for name in ('loss', 'top1', 'top5'):
+    assert result[name] == pytest.approx(without[name], rel=1e-6), name
 
 
 def test_flip_tta_numbers_reach_metrics_the_log_and_the_eval_json(cifar_dir, tmp_path, caplog):
@@ -235,7 +237,7 @@ def test_fields_that_do_not_change_the_computation_may_change_on_resume(cifar_di
   config = _config(cifar_dir, num_train_steps=4)
   train.train_and_evaluate(config, str(tmp_path))
   config.update(num_train_steps=8, log_every_steps=4, eval_every_steps=8, keep_checkpoints=3)
-  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step[0]) == 8
 
 
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar_dir, tmp_path):
@@ -249,7 +251,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar
       path.write_bytes(path.read_bytes()[:50])
   config.num_train_steps = 6
   state = train.train_and_evaluate(config, str(tmp_path))
-  assert int(state.step) == 6
+  assert int(state.step[0]) == 6
   moved = list((tmp_path / 'corrupt_checkpoints').iterdir())
   assert len(moved) == 1 and moved[0].name.startswith('4-')
   steps = [row['step'] for row in _rows(tmp_path, 'train')]
@@ -262,13 +264,15 @@ def test_a_half_written_checkpoint_is_never_restored(cifar_dir, tmp_path):
   # What a process killed mid-save leaves: orbax's temporary folder, never renamed.
   (tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp-1234').mkdir()
   config.num_train_steps = 8
-  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 8
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step[0]) == 8
 
 
 def test_a_non_finite_loss_stops_the_run_and_is_never_saved(cifar_dir, tmp_path):
   config = _config(cifar_dir, num_train_steps=8)
   config.optimizer.learning_rate = 1e30
-  with pytest.raises(FloatingPointError, match=r'before step \d+.*last checkpoint is of step'):
+  with pytest.raises(
+    FloatingPointError, match=r'NaN or infinite \(at step \d+\).*last checkpoint is of step'
+  ):
     train.train_and_evaluate(config, str(tmp_path))
   manager = checkpoint.create_manager(str(tmp_path), create=False)
   for step in manager.all_steps():

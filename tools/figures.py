@@ -1,5 +1,10 @@
 """The figures of tools/results.py: training curves, the degradation figure (the paper's Figures 1
-and 6, small) and JAX against PyTorch. Needs matplotlib (pip install -r tools/requirements.txt)."""
+and 6, small) and JAX against PyTorch. Needs matplotlib (pip install -r tools/requirements.txt).
+
+Each replica of a workdir is a run of its own seed. A diverged replica's rows from its divergence
+on have no loss or top-1: its curves end at its last logged values, marked x like a run stopped
+early.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,20 @@ PAPER_DEPTHS = (20, 32, 44, 56, 110)  # the paper's CIFAR nets, each as resnetN 
 DPI = 100
 
 
-def _plot_splits(ax, run: Run, value, color, label: str) -> None:
-  """value(row) of train (dashed) and test (solid) rows against epochs; an x where it stopped."""
+def _plot_splits(ax, run: Run, key: str, shown, color, label: str) -> None:
+  """shown(row[key]) of train (dashed) and test (solid) rows against epochs; an x where it stopped
+  or diverged. Rows without the key (a diverged replica's) are skipped."""
   for split, style in (('train', '--'), ('test', '-')):
-    rows = run.split(split)
+    rows = [row for row in run.split(split) if key in row]
     ax.plot(
       [row['epoch'] for row in rows],
-      [value(row) for row in rows],
+      [shown(row[key]) for row in rows],
       style,
       color=color,
       label=f'{label} {split}',
     )
-    if run.stopped_early and rows:
-      ax.plot(rows[-1]['epoch'], value(rows[-1]), 'x', color=color, markersize=9)
+    if (run.stopped_early or run.diverged_at is not None) and rows:
+      ax.plot(rows[-1]['epoch'], shown(rows[-1][key]), 'x', color=color, markersize=9)
 
 
 def _pyplot():
@@ -54,8 +60,8 @@ def curves(group: list[Run], path: str) -> None:
   colors = plt.get_cmap('tab10').colors
   for i, run in enumerate(group):
     label, color = f'seed {run.config["seed"]}', colors[i % len(colors)]
-    _plot_splits(axes[0], run, lambda row: row['loss'], color, label)
-    _plot_splits(axes[1], run, lambda row: 100 * row['top1'], color, label)
+    _plot_splits(axes[0], run, 'loss', lambda loss: loss, color, label)
+    _plot_splits(axes[1], run, 'top1', lambda top1: 100 * top1, color, label)
   first = group[0]
   title = f'{first.model}, {first.recipe.replace("`", "")}'
   stopped = [run for run in group if run.stopped_early]
@@ -63,6 +69,11 @@ def curves(group: list[Run], path: str) -> None:
     title += '\nstopped early (x): ' + ', '.join(
       f'seed {r.config["seed"]} at epoch {epochs_text(r.epochs_done)} of {epochs_text(r.planned_epochs)}'
       for r in stopped
+    )
+  diverged = [run for run in group if run.diverged_at is not None]
+  if diverged:
+    title += '\ndiverged (x): ' + ', '.join(
+      f'seed {r.config["seed"]} at epoch {epochs_text(r.diverged_epoch)}' for r in diverged
     )
   fig.suptitle(title, fontsize=9)
   axes[0].set_ylabel('loss: train dashed, test solid')
@@ -81,7 +92,11 @@ def degradation(runs: list[Run], path: str) -> None:
         label = f'{title}-{depth}'
         if run.stopped_early:
           label += f' (stopped at epoch {epochs_text(run.epochs_done)} of {epochs_text(run.planned_epochs)})'
-        _plot_splits(ax, run, lambda row: 100 * (1 - row['top1']), color, label)
+        if run.diverged_at is not None:
+          label += (
+            f' (seed {run.config["seed"]} diverged at epoch {epochs_text(run.diverged_epoch)})'
+          )
+        _plot_splits(ax, run, 'top1', lambda top1: 100 * (1 - top1), color, label)
     ax.set(title=f'{title}-N', ylim=(0, 100))
   axes[0].set_ylabel('top-1 error (%): train dashed, test solid')
   _finish(fig, axes, plt, path, max(run.planned_epochs for run in runs))
@@ -106,7 +121,7 @@ def parity(runs: list[Run], path: str) -> None:
         # (float32 rounding), so only averages over an epoch can be compared by eye.
         epochs, means = _epoch_means(run, key)
         ax.plot(epochs, [scale * m for m in means], '--', color=color, label=f'{label} train')
-        tests = run.split('test')
+        tests = [row for row in run.split('test') if key in row]
         ax.plot(
           [row['epoch'] for row in tests],
           [scale * row[key] for row in tests],
@@ -126,9 +141,10 @@ def parity(runs: list[Run], path: str) -> None:
 
 
 def _epoch_means(run: Run, key: str) -> tuple[list[int], list[float]]:
-  """(epochs k, mean of row[key] over the train rows logged in epoch k, steps (k-1)*n+1..k*n)."""
+  """(epochs k, mean of row[key] over the train rows logged in epoch k, steps (k-1)*n+1..k*n);
+  rows without the key (a diverged replica's) are skipped."""
   by_epoch: dict[int, list[float]] = {}
-  for row in run.split('train'):
+  for row in (row for row in run.split('train') if key in row):
     by_epoch.setdefault(-(-row['step'] // run.steps_per_epoch), []).append(row[key])
   epochs = sorted(by_epoch)
   return epochs, [statistics.mean(by_epoch[e]) for e in epochs]

@@ -76,7 +76,7 @@ class Parity:
 
   config: ml_collections.ConfigDict  # as both ran: with the evaluation and logging cadence
   epoch_steps: int
-  jax_state: train_step.TrainState
+  jax_state: train_step.TrainState  # the JAX run's only replica
   torch_model: torch.nn.Module | None  # None when a finished run was read back
   rows: dict[str, list[dict]]  # 'jax' / 'torch' -> the rows of its metrics.jsonl
 
@@ -84,8 +84,13 @@ class Parity:
 def parity_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy that evaluates every epoch and logs every steps_per_call steps.
 
-  Raises UserError where PyTorch has no such model.
+  Raises UserError where PyTorch has no such model, or for several replicas.
   """
+  if config.num_replicas != 1:
+    raise UserError(
+      f'config.num_replicas={config.num_replicas}: the PyTorch side trains one seed; '
+      'compare one seed at a time (tools/sweep.py runs several).'
+    )
   if config.model.name not in torch_models.MODELS or config.model.shortcut:
     raise UserError(
       f'PyTorch has {", ".join(sorted(torch_models.MODELS))} with their '
@@ -224,8 +229,9 @@ def train_torch(
   records.write_timeline(workdir, run.timeline)
   _write_torch_provenance(workdir)
   model = torch_models.MODELS[config.model.name](cifar.NUM_CLASSES[config.dataset.name])
+  initial = train_step.replica(run.state, 0)
   torch_models.load_flax_variables(
-    model, {'params': run.state.params, 'batch_stats': run.state.batch_stats}
+    model, {'params': initial.params, 'batch_stats': initial.batch_stats}
   )
   model = model.to(memory_format=torch.channels_last)
   optimizer = torch_optimizer(model, config)
@@ -236,7 +242,7 @@ def train_torch(
     if split is not None
   }
   timeline = run.timeline
-  log = records.MetricsLog(workdir, 0)
+  log = records.MetricsLog(workdir, 0, run.seeds)
   pending, seconds = [], 0.0
   for step in range(timeline.total_steps):
     lr = float(run.schedule(step))
@@ -256,13 +262,15 @@ def train_torch(
       log.write(
         done,
         'train',
-        {
-          'epoch': done / timeline.epoch_steps,
-          'loss': float(loss_mean),
-          'top1': float(top1_mean),
-          'lr': lr,
-          'images_per_second': len(pending) * config.batch_size / seconds,
-        },
+        [
+          {
+            'epoch': done / timeline.epoch_steps,
+            'loss': float(loss_mean),
+            'top1': float(top1_mean),
+            'lr': lr,
+            'images_per_second': len(pending) * config.batch_size / seconds,
+          }
+        ],
       )
       pending, seconds = [], 0.0
     if timeline.is_eval_step(done):
@@ -273,7 +281,7 @@ def train_torch(
           f'top1 {result["top1"]:.4f}',
           flush=True,
         )
-        log.write(done, name, {'epoch': done / timeline.epoch_steps, **result})
+        log.write(done, name, [{'epoch': done / timeline.epoch_steps, **result}])
   log.close()
   return model
 
@@ -281,11 +289,10 @@ def train_torch(
 def run_parity(config: ml_collections.ConfigDict, workdir: str) -> Parity:
   """Trains (or resumes, or reads back) both frameworks' runs under workdir."""
   config = parity_config(config)
-  mesh = parallel.make_mesh()
-  validation.validate_config(config, mesh.size)
-  run = setup.setup(config, mesh)
+  validation.validate_config(config, jax.device_count())
+  run = setup.setup(config)
   dirs = {name: os.path.join(workdir, name) for name in FRAMEWORKS}
-  jax_state = train.train_and_evaluate(config, dirs['jax'], run.mesh)
+  jax_state = train_step.replica(train.train_and_evaluate(config, dirs['jax']), 0)
   _mark_jax_framework(dirs['jax'])
   torch_model = None
   if not _finished(dirs['torch'], run.timeline.total_steps):

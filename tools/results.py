@@ -10,18 +10,24 @@ standard library: it needs neither JAX nor ml_collections. The figures need matp
   python -m tools.results 'results/h100_2026-11-27/degradation/*' --degradation
   python -m tools.results 'results/cpu_2026-11-27/resnet20_short/seed*/*' --parity
 
-The first prints the markdown table and writes each row's curves.png into its (first) workdir;
-the second writes degradation.png and the third parity.png (the JAX runs of tools/parity.py
-against its PyTorch runs) into the runs' common parent folder.
+The first prints the markdown table and writes each row's curves.png into its (first) workdir,
+once: the replicas of a workdir are always in one row; the second writes degradation.png and the
+third parity.png (the JAX runs of tools/parity.py against its PyTorch runs) into the runs' common
+parent folder.
 
-Runs whose configs differ only in `seed` make one row: their final test top-1 is given as
-mean ± sample standard deviation. A run that ended before its configured length (killed, out of
-time) is marked in the table and in the figures, never left out.
+A run is one seed's training: a workdir whose program trained num_replicas replicas at once holds
+that many, replica k the run of seed config.seed + k. Runs whose configs differ only in `seed`,
+`num_replicas` or `replica_groups` make one row (a program of 4 replicas and 4 programs of one,
+of the same recipe, are the same experiment): their final test top-1 is given as mean ± sample
+standard deviation. A run that ended before its configured length (killed, out of time) is marked
+in the table and in the figures, never left out; so is a replica that diverged, whose curves end
+there and which the mean leaves out.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import sys
@@ -34,6 +40,50 @@ def _duration(seconds: float) -> str:
   if seconds < 120:
     return f'{seconds:.0f} s'
   return f'{seconds / 60:.1f} min' if seconds < 7200 else f'{seconds / 3600:.1f} h'
+
+
+def _top1(group: list[Run]) -> str:
+  """Mean ± sample std of the final test top-1 of the runs that have one, and why others lack it."""
+  top1s = [100 * run.final_top1 for run in group if run.final_top1 is not None]
+  if not top1s:
+    cell = 'none'
+  elif len(top1s) == 1:
+    cell = f'{top1s[0]:.2f}%'
+  else:
+    cell = f'{statistics.mean(top1s):.2f} ± {statistics.stdev(top1s):.2f}%'
+  diverged = [run for run in group if run.diverged_at is not None]
+  if diverged:
+    cell += (
+      f' **({len(diverged)} of {len(group)} diverged: '
+      + ', '.join(
+        f'seed {run.config["seed"]} at epoch {epochs_text(run.diverged_epoch)}' for run in diverged
+      )
+      + ')**'
+    )
+  without = len(group) - len(top1s) - len(diverged)
+  if without:
+    cell += f' ({without} without a test eval)'
+  return cell
+
+
+def _seeds(group: list[Run]) -> str:
+  """The number of runs; a seed that ran twice (as a replica and alone, say) is marked, since
+  it is counted twice."""
+  counts = collections.Counter(run.config['seed'] for run in group)
+  repeated = [str(seed) for seed, count in counts.items() if count > 1]
+  return f'{len(group)}' + (f' (seed {", ".join(repeated)} repeated)' if repeated else '')
+
+
+def _train_time(group: list[Run]) -> str:
+  """The mean train_seconds of the group's programs, apart for each number of replicas."""
+  by_replicas: dict[int, list[float]] = {}
+  # One run per workdir: its replicas share their program's time.
+  for run in {run.workdir: run for run in group}.values():
+    by_replicas.setdefault(run.num_replicas, []).append(run.train_seconds)
+  return ', '.join(
+    _duration(statistics.mean(seconds)) + (f' ({count} replicas together)' if count > 1 else '')
+    for count, seconds in by_replicas.items()
+  )
 
 
 def table(groups: list[list[Run]], dataset_label: str | None = None) -> list[str]:
@@ -59,23 +109,13 @@ def table(groups: list[list[Run]], dataset_label: str | None = None) -> list[str
         )
         + ')**'
       )
-    top1s = [100 * run.final_top1 for run in group if run.final_top1 is not None]
-    if not top1s:
-      top1 = 'no test eval'
-    elif len(top1s) == 1:
-      top1 = f'{top1s[0]:.2f}%'
-    else:
-      top1 = f'{statistics.mean(top1s):.2f} ± {statistics.stdev(top1s):.2f}%'
-    if len(top1s) < len(group):
-      top1 += f' ({len(group) - len(top1s)} without a test eval)'
-    seconds = statistics.mean(run.train_seconds for run in group)
     dataset = dataset_label or DATASET_NAMES.get(
       first.config['dataset']['name'], first.config['dataset']['name']
     )
     date = joined(run.provenance.get('time', '?')[:10] for run in group)
     lines.append(
-      f'| {first.model} | {dataset} | {first.recipe} | {epochs} | {top1} | '
-      f'{len(group)} | {_duration(seconds)} | {joined(r.machine for r in group)} | '
+      f'| {first.model} | {dataset} | {first.recipe} | {epochs} | {_top1(group)} | '
+      f'{_seeds(group)} | {_train_time(group)} | {joined(r.machine for r in group)} | '
       f'{date} |'
     )
   return lines + [
@@ -83,10 +123,16 @@ def table(groups: list[list[Run]], dataset_label: str | None = None) -> list[str
     (
       'test top-1: the last evaluation of each run (its final epoch, not the best one); over '
       'several seeds the mean ± the sample standard deviation. A run stopped early gives the '
-      'evaluation of its last epoch. train time: the training steps only, the sum over log '
-      'intervals of steps x batch size / the images per second measured there (compilation, '
-      "evaluation and checkpointing excluded), mean over seeds. machine: provenance.json's "
-      'device_kind; date: its start time.'
+      'evaluation of its last epoch. A replica that diverged (its loss or a gradient went NaN '
+      'or infinite, and its program trained the others on without it) has none: the row says '
+      'which, and the mean ± std is over the others. seeds: the runs in the row, each replica '
+      'of a program of several counting as one; a seed in it twice (run as a replica and '
+      'alone, say) counts twice and is marked repeated. train time: the training steps only, the sum '
+      'over log intervals of steps x batch size x replicas / the images per second of all '
+      'replicas together measured there (compilation, evaluation and checkpointing excluded), '
+      'mean over the programs (workdirs) of the row. A program of N replicas trained them at '
+      'once, so its time is the wall time of all N, given apart as "(N replicas together)". '
+      "machine: provenance.json's device_kind; date: its start time."
     ),
   ]
 

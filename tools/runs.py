@@ -1,5 +1,10 @@
 """Finished runs as their workdirs hold them, for tools/results.py's table and tools/figures.py.
 
+A run here is one seed's training. A workdir whose program trained num_replicas replicas at once
+holds that many runs: replica k is the run of seed config.seed + k, its rows those tagged
+`replica` k in metrics.jsonl. Rows of runs older than replicas carry no `replica`: they are
+replica 0's, of the config's seed.
+
 Only the standard library and resnet_jax.records (itself standard library only): no JAX needed.
 """
 
@@ -16,10 +21,13 @@ from resnet_jax import records
 
 DATASET_NAMES = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}
 # Overrides on the command line that the table shows elsewhere (model, epochs, seeds) or that
-# do not change what is computed (paths, cadences); the others are part of the recipe.
+# do not change what is computed (paths, cadences, replicas: replica k computes what seed + k
+# alone would); the others are part of the recipe.
 NOT_RECIPE = (
   'model.name',
   'seed',
+  'num_replicas',
+  'replica_groups',
   'num_train_steps',
   'num_epochs',
   'dataset.source',
@@ -38,19 +46,33 @@ NOT_RECIPE = (
   'profile_steps',
 )
 
+# Config fields that do not make a different experiment: the seed is what a group varies, and
+# the replicas of a program each compute what their seed alone would.
+NOT_EXPERIMENT = ('seed', 'num_replicas', 'replica_groups')
+
 
 @dataclasses.dataclass
 class Run:
-  """One workdir's files, and what the table and figures need from them."""
+  """One seed's training: a workdir's files, or one replica's share of them.
+
+  config is the workdir's config.json with `seed` set to this run's seed; rows are this run's
+  rows of metrics.jsonl. workdir is shared by the num_replicas runs of one program.
+  """
 
   workdir: str
   config: dict[str, Any]
   provenance: dict[str, Any]
   rows: list[dict[str, Any]]
   timeline: dict[str, Any] | None = None  # timeline.json; absent in runs older than it
+  replica: int = 0  # its index among the replicas of the program that trained it
 
   def split(self, name: str) -> list[dict[str, Any]]:
     return [row for row in self.rows if row['split'] == name]
+
+  @property
+  def num_replicas(self) -> int:
+    """The replicas its program trained together; configs older than replicas had one."""
+    return self.config.get('num_replicas', 1)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -75,22 +97,43 @@ class Run:
     return self.epochs_done < self.planned_epochs
 
   @property
+  def diverged_at(self) -> int | None:
+    """The step at which its loss or a gradient went NaN or infinite, if it did.
+
+    Its program left it out from then on and trained the other replicas on; its rows from that
+    log point on carry diverged_at instead of loss and top-1.
+    """
+    return next((row['diverged_at'] for row in self.rows if 'diverged_at' in row), None)
+
+  @property
+  def diverged_epoch(self) -> float | None:
+    return None if self.diverged_at is None else self.diverged_at / self.steps_per_epoch
+
+  @property
   def final_top1(self) -> float | None:
-    """The last evaluation's test top-1: that of the final epoch, never the best."""
+    """The last evaluation's test top-1: that of the final epoch, never the best.
+
+    None without a test evaluation, and for a run that diverged: an evaluation before its
+    divergence is not that of the run it was meant to be.
+    """
     tests = self.split('test')
-    return tests[-1]['top1'] if tests else None
+    return tests[-1]['top1'] if tests and self.diverged_at is None else None
 
   @property
   def train_seconds(self) -> float:
-    """Time in training steps: each log interval's steps x batch / its logged images/s.
+    """Its program's time in training steps: each log interval's steps x batch x replicas / its
+    logged images/s, the rate of all replicas together.
 
-    Compilation, evaluation and checkpoint saving fall outside the logged rates, so outside this
-    sum; a row logged without a rate (nothing timed since the first call) adds nothing.
+    The replicas of a program trained at once, so each one's figure is the program's time, not a
+    share of it. Compilation, evaluation and checkpoint saving fall outside the logged rates, so
+    outside this sum; a row logged without a rate (nothing timed since the first call) adds
+    nothing.
     """
+    images_per_step = self.config['batch_size'] * self.num_replicas
     seconds, previous = 0.0, 0
     for row in self.split('train'):
       if row.get('images_per_second'):
-        seconds += (row['step'] - previous) * self.config['batch_size'] / row['images_per_second']
+        seconds += (row['step'] - previous) * images_per_step / row['images_per_second']
       previous = row['step']
     return seconds
 
@@ -125,8 +168,12 @@ class Run:
     return kind if count == 1 else f'{count}x {kind}'
 
 
-def load_run(workdir: str) -> Run:
-  """Reads a workdir; raises ValueError if it has no config.json or no metrics rows."""
+def load_runs(workdir: str) -> list[Run]:
+  """A workdir's runs, one a replica in replica order (one for a run of one replica).
+
+  Raises ValueError if it has no config.json, no metrics rows, or rows that do not match its
+  num_replicas: a replica is never left out unsaid.
+  """
   config = records.read_config(workdir)
   if config is None:
     raise ValueError(f'{workdir} has no {records.CONFIG}: not a run workdir.')
@@ -138,21 +185,51 @@ def load_run(workdir: str) -> Run:
     rows = []
   if not rows:
     raise ValueError(f'{workdir}/{records.METRICS} has no rows: the run logged nothing.')
-  return Run(workdir, config, provenance, rows, records.read_timeline(workdir))
+  count = config.get('num_replicas', 1)
+  by_replica: dict[int, list[dict[str, Any]]] = {k: [] for k in range(count)}
+  for row in rows:
+    k = row.get('replica', 0)  # rows older than replicas are the only replica's
+    if k not in by_replica:
+      raise ValueError(
+        f'{workdir}/{records.METRICS} has rows of replica {k}, but its {records.CONFIG} '
+        f'has num_replicas={count}.'
+      )
+    by_replica[k].append(row)
+  silent = [k for k, mine in by_replica.items() if not mine]
+  if silent:
+    raise ValueError(
+      f'{workdir}/{records.METRICS} has no rows of replica(s) {silent} of num_replicas={count}.'
+    )
+  timeline = records.read_timeline(workdir)
+  return [
+    Run(workdir, {**config, 'seed': config['seed'] + k}, provenance, mine, timeline, replica=k)
+    for k, mine in by_replica.items()
+  ]
 
 
 def find_runs(patterns: list[str]) -> list[Run]:
-  """Runs of every workdir the paths or globs name; folders without config.json are skipped."""
+  """Runs of every workdir the paths or globs name, each workdir's replicas in turn; folders
+  without config.json are skipped."""
   workdirs = sorted({path for pattern in patterns for path in glob.glob(pattern) or [pattern]})
-  return [load_run(w) for w in workdirs if os.path.exists(os.path.join(w, records.CONFIG))]
+  return [
+    run
+    for workdir in workdirs
+    if os.path.exists(os.path.join(workdir, records.CONFIG))
+    for run in load_runs(workdir)
+  ]
 
 
 def group_by_seed(runs: list[Run]) -> list[list[Run]]:
-  """Runs of one framework whose configs are equal but for `seed`, in order of appearance."""
+  """Runs of one framework whose configs are equal but for NOT_EXPERIMENT, in order of
+  appearance, each group sorted by seed.
+
+  A program's replicas always share a group, and one of N replicas joins the runs of one
+  replica of the same recipe: they are the same experiment.
+  """
   groups: dict[str, list[Run]] = {}
   for run in runs:
     key = run.framework + json.dumps(
-      {k: v for k, v in run.config.items() if k != 'seed'}, sort_keys=True
+      {k: v for k, v in run.config.items() if k not in NOT_EXPERIMENT}, sort_keys=True
     )
     groups.setdefault(key, []).append(run)
   for group in groups.values():
