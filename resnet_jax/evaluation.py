@@ -73,7 +73,7 @@ def make_eval_fn(
     batch_labels = labels[index]
     batch_images = augment.normalize(images[index], mean, std)
 
-    def replica_sums(variables):
+    def replica_sums(variables, batch_images, batch_labels, valid):
       logits = model.apply(variables, batch_images, train=False)
       out = metric_sums(logits, batch_labels, valid)
       if flip_tta:
@@ -83,7 +83,9 @@ def make_eval_fn(
         out += metric_sums(mean_logits, batch_labels, valid)
       return jnp.stack(out)
 
-    sums = jax.vmap(replica_sums, spmd_axis_name=parallel.REPLICA_AXIS)(variables)
+    sums = parallel.over_replicas(replica_sums, mesh, in_axes=(0, None, None, None))(
+      variables, batch_images, batch_labels, valid
+    )
     # On every device, so that every process can read every replica's sums.
     return jax.lax.with_sharding_constraint(sums, parallel.replicated(mesh))
 

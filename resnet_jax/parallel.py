@@ -7,6 +7,7 @@ data crosses between groups: 8 replicas on 8 devices train one a device, with no
 """
 
 import math
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -40,6 +41,27 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def replica_sharded(mesh: Mesh) -> NamedSharding:
   """Leading (replica) axis split over the replica groups; each group holds its replicas whole."""
   return NamedSharding(mesh, P(REPLICA_AXIS))
+
+
+def over_replicas(fn: Callable, mesh: Mesh, in_axes: tuple[int | None, ...]) -> Callable:
+  """fn mapped over the replica axis (axis 0 of the arguments whose in_axes is 0; the others
+  shared), each replica group computing its own replicas only; outputs stacked on axis 0.
+
+  jax.vmap alone leaves the partitioning to XLA, which turns the convolutions of N replicas into
+  one grouped convolution and gathers every replica's activations onto every device. Here the
+  replica axis is manual (shard_map): a group sees only its N / r replicas, vmapped; the data
+  axis inside stays automatic, so each replica's batch is split over its group's devices just as
+  without replicas.
+  """
+  in_specs = tuple(P(REPLICA_AXIS) if axis == 0 else P() for axis in in_axes)
+  return jax.shard_map(
+    jax.vmap(fn, in_axes=in_axes),
+    mesh=mesh,
+    in_specs=in_specs,
+    out_specs=P(REPLICA_AXIS),
+    axis_names={REPLICA_AXIS},
+    check_vma=False,
+  )
 
 
 def replicate(tree, mesh: Mesh):

@@ -234,11 +234,7 @@ def make_train_chunk(step_fn: Callable, aug_keys: jax.Array, mesh: Mesh) -> Call
   is donated. The K steps are unrolled rather than a lax.scan: XLA's CPU backend runs this step
   about 30 times slower inside a while loop (benchmarks/RESULTS.md).
   """
-  # spmd_axis_name: the batch sharding inside step_fn splits each replica's batch over its own
-  # group's devices, not the whole mesh.
-  replicas_step = jax.vmap(
-    step_fn, in_axes=(0, None, None, 0, 0), spmd_axis_name=parallel.REPLICA_AXIS
-  )
+  replicas_step = parallel.over_replicas(step_fn, mesh, in_axes=(0, None, None, 0, 0))
 
   @functools.partial(
     jax.jit,
