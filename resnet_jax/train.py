@@ -91,7 +91,7 @@ class _UnloggedSteps:
   def add(self, chunk_metrics: dict[str, jax.Array]) -> None:
     self._device.append(chunk_metrics)
 
-  def fetch(self, step: int, last_saved: int | None) -> None:
+  def fetch(self, last_saved: int | None) -> None:
     """Brings every pending step's metrics to the host; raises if every replica diverged."""
     if not self._device:
       return
@@ -274,7 +274,7 @@ def _train(
           break
       saving = stopping or timeline.is_checkpoint_step(step)
       if saving or any(map(timeline.is_log_step, range(unlogged.first_step, step + 1))):
-        unlogged.fetch(step, last_saved)
+        unlogged.fetch(last_saved)
         _log_rows(unlogged, step, run, log, progress)
       if timeline.is_eval_step(step):
         _evaluate(state, step, run, log)
