@@ -20,16 +20,10 @@ from typing import Any
 from resnet_jax import records
 
 DATASET_NAMES = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}
-# Overrides on the command line that the table shows elsewhere (model, epochs, seeds) or that
-# do not change what is computed (paths, cadences, replicas: replica k computes what seed + k
-# alone would); the others are part of the recipe.
-NOT_RECIPE = (
-  'model.name',
-  'seed',
-  'num_replicas',
-  'replica_groups',
-  'num_train_steps',
-  'num_epochs',
+# Overrides that change no result: where the data and the records are, how often the run logs,
+# evaluates and saves, the compilation cache. (steps_per_call moves where the jitted calls end,
+# which changes float rounding, not the experiment.)
+BOOKKEEPING = (
   'dataset.source',
   'dataset.data_dir',
   'steps_per_call',
@@ -44,6 +38,21 @@ NOT_RECIPE = (
   'shared_workdir_timeout_s',
   'compilation_cache_dir',
   'profile_steps',
+  'eval.batch_size',
+  'eval.flip_tta',
+  'eval.step',
+)
+# Overrides on the command line that the table shows elsewhere (model, epochs, seeds) or that
+# do not change what is computed (bookkeeping, replicas: replica k computes what seed + k alone
+# would); the others are part of the recipe.
+NOT_RECIPE = (
+  'model.name',
+  'seed',
+  'num_replicas',
+  'replica_groups',
+  'num_train_steps',
+  'num_epochs',
+  *BOOKKEEPING,
 )
 
 # Config fields that do not make a different experiment: the seed is what a group varies, and

@@ -1,0 +1,100 @@
+"""The reproduction queue: the published results this project measures itself against, in order.
+
+Each entry is a config file, its overrides, the framework that trains it, how many seeds it needs
+(5, as the paper reports ResNet-110) and the number it is compared with, with its source.
+tools/reproduce.py advances the queue a GPU window at a time; tools/results.py --paper draws the
+paper's Table 6 and Figure 6 from what it committed. The order is the order of work: the first
+four make the paper's Figure 6 at full length.
+
+An entry is identified by its config and overrides: a committed run is one of its seeds when
+provenance.json's command names the same config file and the same overrides, leaving aside those
+that change no result (BOOKKEEPING: paths, cadences, seeds, replicas). Only the standard library:
+tools/results.py reads the queue without JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tools.runs import BOOKKEEPING, NOT_EXPERIMENT, Run
+
+HE_2015 = 'He et al. 2015 (arXiv:1512.03385), Table 6'
+FIGURE_6 = 'He et al. 2015, Figure 6 (curves only)'
+KUANGLIU = 'kuangliu/pytorch-cifar README (93.02% accuracy)'
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  name: str  # the entry's folder under results/*/reproduction/
+  config: str  # a config file, with its argument if any: 'configs/paper_cifar.py:plain20'
+  published_error: float | None  # test error in percent; None where the source gives a curve
+  published_text: str  # the number as the source gives it
+  source: str
+  overrides: tuple[str, ...] = ()  # 'field=value', as after --config.
+  framework: str = 'jax'  # 'jax': launch.py; 'pytorch': tools/parity.py's reference run
+  seeds: int = 5
+  figure6: bool = False  # drawn in the paper's Figure 6
+
+  def launch_args(self) -> list[str]:
+    return [f'--config={self.config}', *(f'--config.{item}' for item in self.overrides)]
+
+
+PAPER = (
+  Entry('resnet20', 'configs/resnet20.py', 8.75, '8.75', HE_2015, figure6=True),
+  Entry('plain20', 'configs/paper_cifar.py:plain20', None, 'curve', FIGURE_6, figure6=True),
+  Entry('resnet56', 'configs/resnet56.py', 6.97, '6.97', HE_2015, figure6=True),
+  Entry('plain56', 'configs/paper_cifar.py:plain56', None, 'curve', FIGURE_6, figure6=True),
+  Entry('resnet110', 'configs/resnet110.py', 6.61, '6.43 best, 6.61 ± 0.16 (5 runs)', HE_2015),
+  Entry('resnet32', 'configs/resnet32.py', 7.51, '7.51', HE_2015),
+  Entry('resnet44', 'configs/resnet44.py', 7.17, '7.17', HE_2015),
+  Entry('resnet18', 'configs/resnet18.py', 6.98, '6.98 (200 epochs)', KUANGLIU),
+  Entry(
+    'resnet20_pytorch',
+    'configs/resnet20.py',
+    8.75,
+    '8.75',
+    HE_2015 + '; against our JAX ResNet-20 on the same batches',
+    framework='pytorch',
+  ),
+)
+
+# For the tests and a dry run on a CPU: a tiny net, a few steps, two seeds.
+TEST = (
+  Entry(
+    'tiny',
+    'configs/resnet_test.py',
+    None,
+    'none',
+    'a dry run',
+    overrides=('num_train_steps=12', 'eval_every_steps=6'),
+    seeds=2,
+  ),
+)
+
+QUEUES = {'paper': PAPER, 'test': TEST}
+
+
+def command_identity(command: list[str]) -> tuple[str, tuple[str, ...]] | None:
+  """The config file and the result-changing overrides a recorded command ran with."""
+  config = next((arg.split('=', 1)[1] for arg in command if arg.startswith('--config=')), None)
+  if config is None:
+    return None
+  overrides = [arg[len('--config.') :] for arg in command if arg.startswith('--config.')]
+  ignored = BOOKKEEPING + NOT_EXPERIMENT
+  return config, tuple(sorted(o for o in overrides if o.split('=', 1)[0] not in ignored))
+
+
+def is_seed_of(run: Run, entry: Entry) -> bool:
+  """Whether run trained entry's recipe, in entry's framework."""
+  identity = command_identity(run.provenance.get('command', []))
+  return run.framework == ('pytorch' if entry.framework == 'pytorch' else 'jax') and identity == (
+    entry.config,
+    tuple(sorted(entry.overrides)),
+  )
+
+
+def seeds_of(entry: Entry, runs: list[Run]) -> list[Run]:
+  """entry's runs that count: those that trained to their last step (a diverged one counts, and
+  is marked wherever it is shown), in seed order."""
+  mine = [run for run in runs if is_seed_of(run, entry) and not run.stopped_early]
+  return sorted(mine, key=lambda run: run.config['seed'])
