@@ -86,11 +86,9 @@ def command_identity(command: list[str]) -> tuple[str, tuple[str, ...]] | None:
 
 def is_seed_of(run: Run, entry: Entry) -> bool:
   """Whether run trained entry's recipe, in entry's framework."""
-  identity = command_identity(run.provenance.get('command', []))
-  return run.framework == ('pytorch' if entry.framework == 'pytorch' else 'jax') and identity == (
-    entry.config,
-    tuple(sorted(entry.overrides)),
-  )
+  own = command_identity([f'--config={entry.config}', *entry.launch_args()[1:]])
+  framework = 'pytorch' if entry.framework == 'pytorch' else 'jax'
+  return run.framework == framework and command_identity(run.provenance.get('command', [])) == own
 
 
 def seeds_of(entry: Entry, runs: list[Run]) -> list[Run]:
