@@ -7,101 +7,11 @@ import sys
 
 import pytest
 
-from tools import figures, results, runs
+from tests.fake_runs import assert_png, table_rows, write_run
+from tools import figures, paper, results, runs
+from tools.reproduction import QUEUES
 
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _write_run(
-  workdir,
-  *,
-  model='resnet20',
-  seed=0,
-  top1s=(0.5, 0.8),
-  planned_epochs=None,
-  steps_per_epoch=10,
-  batch_size=10,
-  images_per_second=100.0,
-  command=None,
-  framework=None,
-  replicas=None,
-  diverged=None,
-):
-  """A workdir with one train and one test row per epoch; top1s: the test top-1 of each epoch.
-
-  Each epoch of steps_per_epoch steps at images_per_second takes
-  steps_per_epoch * batch_size * (replicas) / images_per_second seconds (1 s by default).
-  Without replicas, the rows and config of a run older than replicas (no `replica`, `seed` or
-  num_replicas); with them (replica k's top1s at index k), those of a program of
-  len(replicas) replicas, where replica k diverged at step diverged[k] if given.
-  """
-  workdir.mkdir(parents=True)
-  planned_epochs = planned_epochs or len((replicas or [top1s])[0])
-  config = {
-    'model': {'name': model},
-    'dataset': {'name': 'cifar10'},
-    'batch_size': batch_size,
-    'num_epochs': 200,
-    'num_train_steps': planned_epochs * steps_per_epoch,
-    'seed': seed,
-  }
-  if replicas:
-    config.update(num_replicas=len(replicas), replica_groups=0)
-  (workdir / 'config.json').write_text(json.dumps(config))
-  provenance = {
-    'device_kind': 'Fake GPU',
-    'devices': ['gpu:0'],
-    'time': '2026-11-27T14:40:01',
-    'command': command
-    or [
-      'launch.py',
-      '--config=configs/resnet20.py',
-      f'--config.seed={seed}',
-      '--config.dataset.data_dir=/tmp/x',
-      *([f'--config.num_replicas={len(replicas)}'] if replicas else []),
-    ],
-  }
-  if framework:
-    provenance['framework'] = framework
-  (workdir / 'provenance.json').write_text(json.dumps(provenance))
-  diverged = diverged or {}
-  rows = []
-  for epoch in range(1, len((replicas or [top1s])[0]) + 1):
-    step = epoch * steps_per_epoch
-    for split in ('train', 'test'):
-      for k, mine in enumerate(replicas or [top1s]):
-        row = {'step': step, 'split': split, 'epoch': epoch}
-        if replicas:
-          row.update(replica=k, seed=seed + k)
-        if split == 'train':
-          row.update(lr=0.1, images_per_second=images_per_second)
-        else:
-          row['count'] = 100
-        if step >= diverged.get(k, step + 1):
-          row['diverged_at'] = diverged[k]
-        elif split == 'train':
-          row.update(loss=2.0 / epoch, top1=mine[epoch - 1] + 0.05)
-        else:
-          row.update(loss=1.5 / epoch, top1=mine[epoch - 1], top5=0.99)
-        rows.append(row)
-  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
-  return workdir
-
-
-def _table_rows(text):
-  """model -> the cells of its row of the markdown table."""
-  rows = {}
-  for line in text.splitlines():
-    cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
-    if line.startswith('| ') and cells[0] != 'model':
-      rows[cells[0]] = dict(
-        zip(
-          ['model', 'dataset', 'recipe', 'epochs', 'top1', 'seeds', 'time', 'machine', 'date'],
-          cells,
-        )
-      )
-  return rows
 
 
 def _main(capsys, *args):
@@ -112,11 +22,11 @@ def _main(capsys, *args):
 def test_seeds_make_one_row_of_the_final_epoch_mean_and_std(tmp_path, capsys):
   # The best epoch (0.9) is never the one reported: the last is.
   for seed, final in enumerate((0.80, 0.82, 0.84)):
-    _write_run(tmp_path / f'r20_s{seed}', seed=seed, top1s=(0.5, 0.9, final))
-  _write_run(
+    write_run(tmp_path / f'r20_s{seed}', seed=seed, top1s=(0.5, 0.9, final))
+  write_run(
     tmp_path / 'r56', model='resnet56', top1s=(0.3, 0.7), steps_per_epoch=5, images_per_second=25.0
   )
-  rows = _table_rows(
+  rows = table_rows(
     _main(capsys, f'{tmp_path}/*', '--no_curves', '--dataset_label=CIFAR-10 (JPEG copy)')
   )
   assert sorted(rows) == ['ResNet-20', 'ResNet-56']
@@ -144,19 +54,19 @@ def test_recipe_keeps_the_overrides_that_change_the_run(tmp_path, capsys):
     '--config.checkpoint_every_steps=1000',
     '--config.log_every_epochs=0',
   ]
-  _write_run(tmp_path / 'p20', model='plain20', command=command)
-  row = _table_rows(_main(capsys, tmp_path / 'p20', '--no_curves'))['plain-20']
+  write_run(tmp_path / 'p20', model='plain20', command=command)
+  row = table_rows(_main(capsys, tmp_path / 'p20', '--no_curves'))['plain-20']
   assert row['recipe'] == '`configs/resnet20.py`, `schedule.name=cosine`'
   assert row['dataset'] == 'CIFAR-10'
 
 
 def test_a_run_stopped_early_is_marked_not_hidden(tmp_path, capsys):
-  _write_run(tmp_path / 'p56', model='plain56', top1s=(0.2, 0.3, 0.45), planned_epochs=5)
+  write_run(tmp_path / 'p56', model='plain56', top1s=(0.2, 0.3, 0.45), planned_epochs=5)
   for seed, epochs in enumerate((5, 3)):
-    _write_run(
+    write_run(
       tmp_path / f'p20_s{seed}', model='plain20', seed=seed, top1s=(0.5,) * epochs, planned_epochs=5
     )
-  rows = _table_rows(_main(capsys, *sorted(tmp_path.iterdir()), '--no_curves'))
+  rows = table_rows(_main(capsys, *sorted(tmp_path.iterdir()), '--no_curves'))
   assert rows['plain-56']['epochs'] == '**3 of 5 (stopped early)**'
   assert rows['plain-56']['top1'] == '45.00%'  # its last evaluation, at epoch 3
   assert rows['plain-20']['epochs'] == '5 **(stopped early: seed 1 at 3)**'
@@ -168,7 +78,7 @@ REPLICA_TOP1S = [(0.5, 0.80), (0.5, 0.82), (0.4, 0.6)]
 
 
 def test_a_replica_workdir_is_a_run_of_each_seed(tmp_path):
-  workdir = _write_run(
+  workdir = write_run(
     tmp_path / 'r20x3', seed=7, replicas=REPLICA_TOP1S, diverged={2: 15}, images_per_second=150.0
   )
   loaded = runs.find_runs([str(workdir)])
@@ -184,14 +94,14 @@ def test_a_replica_workdir_is_a_run_of_each_seed(tmp_path):
 
 
 def test_replicas_and_separate_seeds_of_one_recipe_make_one_row(tmp_path, capsys):
-  _write_run(
+  write_run(
     tmp_path / 'x3', seed=0, replicas=REPLICA_TOP1S, diverged={2: 15}, images_per_second=150.0
   )
-  _write_run(tmp_path / 's3', seed=3, replicas=[(0.5, 0.84)])  # a program of one replica
-  _write_run(tmp_path / 's4', seed=4, top1s=(0.5, 0.86))  # older than replicas: no `replica`
+  write_run(tmp_path / 's3', seed=3, replicas=[(0.5, 0.84)])  # a program of one replica
+  write_run(tmp_path / 's4', seed=4, top1s=(0.5, 0.86))  # older than replicas: no `replica`
   groups = runs.group_by_seed(runs.find_runs([f'{tmp_path}/*']))
   assert [[run.config['seed'] for run in group] for group in groups] == [[0, 1, 2, 3, 4]]
-  row = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
+  row = table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
   # Mean and sample standard deviation of 80, 82, 84 and 86: the diverged seed 2 is left out.
   assert row['top1'] == '83.00 ± 2.58% **(1 of 5 diverged: seed 2 at epoch 1.50)**'
   assert row['seeds'] == '5'
@@ -200,14 +110,14 @@ def test_replicas_and_separate_seeds_of_one_recipe_make_one_row(tmp_path, capsys
 
 
 def test_a_seed_run_both_as_a_replica_and_alone_is_marked(tmp_path, capsys):
-  _write_run(tmp_path / 'x2', seed=0, replicas=[(0.5, 0.8), (0.5, 0.82)])
-  _write_run(tmp_path / 's1', seed=1, top1s=(0.5, 0.82))
-  row = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
+  write_run(tmp_path / 'x2', seed=0, replicas=[(0.5, 0.8), (0.5, 0.82)])
+  write_run(tmp_path / 's1', seed=1, top1s=(0.5, 0.82))
+  row = table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))['ResNet-20']
   assert row['seeds'] == '3 (seed 1 repeated)'
 
 
 def test_a_replica_without_rows_is_an_error_not_a_silent_gap(tmp_path):
-  workdir = _write_run(tmp_path / 'x2', replicas=[(0.5, 0.8), (0.5, 0.82)])
+  workdir = write_run(tmp_path / 'x2', replicas=[(0.5, 0.8), (0.5, 0.82)])
   config = json.loads((workdir / 'config.json').read_text())
   (workdir / 'config.json').write_text(json.dumps({**config, 'num_replicas': 3}))
   with pytest.raises(SystemExit, match=r'no rows of replica\(s\) \[2\]'):
@@ -215,16 +125,10 @@ def test_a_replica_without_rows_is_an_error_not_a_silent_gap(tmp_path):
 
 
 def test_a_workdir_without_metrics_is_an_error_not_a_silent_gap(tmp_path):
-  _write_run(tmp_path / 'run')
+  write_run(tmp_path / 'run')
   (tmp_path / 'run' / 'metrics.jsonl').write_text('')
   with pytest.raises(SystemExit, match='metrics.jsonl has no rows'):
     results.main([str(tmp_path / 'run'), '--no_curves'])
-
-
-def _assert_png(path, min_bytes=10_000):
-  data = path.read_bytes()
-  assert data.startswith(PNG_SIGNATURE), path
-  assert len(data) >= min_bytes, (path, len(data))
 
 
 def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
@@ -238,32 +142,32 @@ def test_curves_and_the_degradation_figure_are_written_as_png(tmp_path, capsys):
     ('resnet20', (0.6, 0.8, 0.85)),
     ('resnet56', (0.5, 0.8, 0.83)),
   ):
-    _write_run(runs / model, model=model, top1s=top1s, planned_epochs=3)
+    write_run(runs / model, model=model, top1s=top1s, planned_epochs=3)
   _main(capsys, f'{runs}/*')
   for model in ('plain20', 'plain56', 'resnet20', 'resnet56'):
-    _assert_png(runs / model / 'curves.png')
+    assert_png(runs / model / 'curves.png')
   _main(capsys, f'{runs}/*', '--degradation')
-  _assert_png(runs / 'degradation.png')
+  assert_png(runs / 'degradation.png')
   height, width, _ = image.imread(runs / 'degradation.png').shape
   assert (width, height) == (1000, 400)  # 10 x 4 inches at 100 dpi: small enough to commit
 
 
 def test_a_replica_workdir_has_one_curves_figure_without_the_diverged_values(tmp_path, capsys):
   pytest.importorskip('matplotlib')
-  workdir = _write_run(tmp_path / 'x3', replicas=REPLICA_TOP1S, diverged={2: 15})
+  workdir = write_run(tmp_path / 'x3', replicas=REPLICA_TOP1S, diverged={2: 15})
   results.main([str(workdir)])
   assert capsys.readouterr().err.count('curves.png') == 1
-  _assert_png(workdir / 'curves.png')
-  _write_run(tmp_path / 'p20', model='plain20')
+  assert_png(workdir / 'curves.png')
+  write_run(tmp_path / 'p20', model='plain20')
   results.main([f'{tmp_path}/*', '--degradation'])
-  _assert_png(tmp_path / 'degradation.png')
+  assert_png(tmp_path / 'degradation.png')
 
 
 def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):
   # tools/parity.py writes the same config.json for both; provenance names the framework.
-  _write_run(tmp_path / 'jax', top1s=(0.5, 0.6), framework='jax')
-  _write_run(tmp_path / 'torch', top1s=(0.5, 0.7), framework='pytorch')
-  rows = _table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))
+  write_run(tmp_path / 'jax', top1s=(0.5, 0.6), framework='jax')
+  write_run(tmp_path / 'torch', top1s=(0.5, 0.7), framework='pytorch')
+  rows = table_rows(_main(capsys, f'{tmp_path}/*', '--no_curves'))
   assert rows['ResNet-20']['top1'] == '60.00%' and rows['ResNet-20']['seeds'] == '1'
   assert rows['ResNet-20 (PyTorch)']['top1'] == '70.00%'
 
@@ -271,10 +175,10 @@ def test_the_frameworks_of_a_parity_run_are_separate_rows(tmp_path, capsys):
 def test_parity_figure_overlays_the_frameworks_and_needs_both(tmp_path, capsys):
   pytest.importorskip('matplotlib')
   for seed in (0, 1):
-    _write_run(tmp_path / f'seed{seed}' / 'jax', seed=seed, framework='jax')
-    _write_run(tmp_path / f'seed{seed}' / 'torch', seed=seed, framework='pytorch')
+    write_run(tmp_path / f'seed{seed}' / 'jax', seed=seed, framework='jax')
+    write_run(tmp_path / f'seed{seed}' / 'torch', seed=seed, framework='pytorch')
   _main(capsys, f'{tmp_path}/seed*/*', '--parity')
-  _assert_png(tmp_path / 'parity.png')
+  assert_png(tmp_path / 'parity.png')
   with pytest.raises(SystemExit, match=r"needs runs of both frameworks.*\['jax'\] only"):
     results.main([f'{tmp_path}/seed*/jax', '--parity'])
 
@@ -290,14 +194,14 @@ def test_parity_figure_averages_train_rows_over_each_epoch():
 
 def test_timeline_json_gives_the_epoch_length_and_the_planned_run(tmp_path, capsys):
   # No row says epoch 5 of 5, but timeline.json (written by every run) says the run had 50 steps.
-  run = _write_run(tmp_path / 'r20', top1s=(0.5, 0.6), planned_epochs=2)
+  run = write_run(tmp_path / 'r20', top1s=(0.5, 0.6), planned_epochs=2)
   (run / 'timeline.json').write_text(json.dumps({'epoch_steps': 10, 'total_steps': 50}))
-  row = _table_rows(_main(capsys, run, '--no_curves'))['ResNet-20']
+  row = table_rows(_main(capsys, run, '--no_curves'))['ResNet-20']
   assert row['epochs'] == '**2 of 5 (stopped early)**'
 
 
 def test_runs_where_jax_is_not_installed(tmp_path):
-  _write_run(tmp_path / 'run')
+  write_run(tmp_path / 'run')
   blocked = (
     'import runpy, sys\n'
     "for name in ('jax', 'jaxlib', 'flax', 'optax', 'ml_collections', 'numpy'):\n"
@@ -315,3 +219,153 @@ def test_runs_where_jax_is_not_installed(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert '| ResNet-20 | CIFAR-10 |' in result.stdout
+
+
+PAPER_COLUMNS = ('net', 'published', 'ours', 'flip', 'seeds', 'data', 'machine', 'date')
+JPEG = {'data': 'CIFAR-10 (JPEG copy)'}
+
+
+def _paper_rows(capsys, folder, *args):
+  return table_rows(_main(capsys, '--paper', folder, *args), PAPER_COLUMNS)
+
+
+def test_paper_table_has_every_entry_of_the_queue_in_order_run_or_not(tmp_path, capsys):
+  # Neither counts: a recipe of its own (cosine), and a ResNet-20 seed stopped at epoch 2 of 3.
+  write_run(
+    tmp_path / 'cosine',
+    command=['launch.py', '--config=configs/resnet20.py', '--config.schedule.name=cosine'],
+  )
+  write_run(tmp_path / 'reproduction/resnet20/s0', top1s=(0.5, 0.9), planned_epochs=3)
+  rows = _paper_rows(capsys, tmp_path, '--no_curves')
+  assert list(rows) == [
+    'ResNet-20',
+    'plain-20',
+    'ResNet-56',
+    'plain-56',
+    'ResNet-110',
+    'ResNet-32',
+    'ResNet-44',
+    'ResNet-18',
+    'ResNet-20 (PyTorch)',
+  ]
+  assert all(row['ours'] == 'not run' and row['flip'] == '-' for row in rows.values())
+  assert rows['ResNet-20']['seeds'] == '0 / 5 (+1 stopped early)'
+  assert rows['ResNet-56']['seeds'] == '0 / 5'
+  assert (
+    rows['ResNet-56']['published'] == '6.97 [1]' and rows['plain-20']['published'] == 'curve [2]'
+  )
+  out = _main(capsys, '--paper', tmp_path, '--queue=test', '--no_curves')
+  assert list(table_rows(out, PAPER_COLUMNS)) == ['tiny']
+  assert 'not comparable' in out and 'JPEG copy' in out
+
+
+def test_paper_table_gives_the_mean_and_std_of_the_error_over_seeds(tmp_path, capsys):
+  reproduction = tmp_path / 'h200_2026-12-02' / 'reproduction'
+  # ResNet-20: a program of 2 replicas, seeds 0 and 1: errors 9 and 7; flip TTA 8 and 6.
+  x2 = write_run(
+    reproduction / 'resnet20/x2', replicas=[(0.5, 0.91), (0.5, 0.93)], provenance_extra=JPEG
+  )
+  (x2 / 'eval_20.json').write_text(
+    json.dumps(
+      {
+        'step': 20,
+        'test': {
+          'top1': 0.92,
+          'top1_flip_tta': 0.93,
+          'replicas': [
+            {'replica': 0, 'seed': 0, 'top1': 0.91, 'top1_flip_tta': 0.92},
+            {'replica': 1, 'seed': 1, 'top1': 0.93, 'top1_flip_tta': 0.94},
+          ],
+        },
+      }
+    )
+  )
+  # ResNet-56: two programs of one seed each, errors 7 and 6, the second without a data label.
+  for seed, (top1, extra) in enumerate(((0.93, JPEG), (0.94, {}))):
+    write_run(
+      reproduction / f'resnet56/s{seed}',
+      seed=seed,
+      model='resnet56',
+      top1s=(0.5, top1),
+      config_file='configs/resnet56.py',
+      provenance_extra=extra,
+    )
+  # ResNet-32: seed 2 of 3 diverged at step 15 (epoch 1.5): marked, and left out of the mean.
+  write_run(
+    reproduction / 'resnet32/x3',
+    model='resnet32',
+    replicas=[(0.5, 0.92), (0.5, 0.90), (0.5, 0.5)],
+    diverged={2: 15},
+    config_file='configs/resnet32.py',
+  )
+  rows = _paper_rows(capsys, tmp_path, '--no_curves')
+  r20 = rows['ResNet-20']
+  assert (r20['ours'], r20['flip'], r20['seeds']) == ('8.00 ± 1.41%', '7.00 ± 1.41%', '2 / 5')
+  assert (r20['data'], r20['machine'], r20['date']) == (
+    'CIFAR-10 (JPEG copy)',
+    'Fake GPU',
+    '2026-11-27',
+  )
+  r56 = rows['ResNet-56']
+  assert (r56['ours'], r56['flip'], r56['data']) == ('6.50 ± 0.71%', '-', 'CIFAR-10 (JPEG copy), ?')
+  assert rows['ResNet-32']['ours'] == '9.00 ± 1.41% **(1 of 3 diverged: seed 2 at epoch 1.50)**'
+  assert rows['ResNet-32']['seeds'] == '3 / 5'
+  assert rows['ResNet-20 (PyTorch)']['ours'] == 'not run'  # the JAX runs are not its seeds
+
+
+def test_paper_table_says_when_the_newest_projection_needs_a_longer_window(tmp_path, capsys):
+  for date, entry, fits in (
+    ('2026-12-01', 'resnet110', True),
+    ('2026-12-02', 'resnet110', False),
+    ('2026-12-01', 'resnet44', False),
+    ('2026-12-02', 'resnet44', True),
+  ):
+    folder = tmp_path / f'h200_{date}' / 'reproduction' / entry
+    folder.mkdir(parents=True)
+    projection = {'entry': entry, 'device_kind': 'NVIDIA H200', 'date': date, 'fits': fits}
+    projection.update(budget_s=420.0, seconds_per_seed=680.0)
+    (folder / 'projection.json').write_text(json.dumps(projection))
+  rows = _paper_rows(capsys, tmp_path, '--no_curves')
+  assert rows['ResNet-110']['ours'] == (
+    'not run: needs a longer window (one seed about 11.3 min on NVIDIA H200)'
+  )
+  assert rows['ResNet-44']['ours'] == 'not run'
+
+
+def test_paper_figure6_is_drawn_from_the_entries_that_ran(tmp_path, capsys):
+  pytest.importorskip('matplotlib')
+  results.main(['--paper', str(tmp_path)])
+  assert 'figure6.png not drawn: no runs of ResNet-20, plain-20' in capsys.readouterr().err
+  assert not (tmp_path / 'figure6.png').exists()
+  for seed in (0, 1):
+    write_run(tmp_path / f'r20_s{seed}', seed=seed, top1s=(0.7, 0.9, 0.92), provenance_extra=JPEG)
+  write_run(
+    tmp_path / 'p20',
+    model='plain20',
+    top1s=(0.6, 0.85, 0.88),
+    config_file='configs/paper_cifar.py:plain20',
+  )
+  results.main(['--paper', str(tmp_path)])
+  assert 'without ResNet-56, plain-56 (not run)' in capsys.readouterr().err
+  assert_png(tmp_path / 'figure6.png')
+
+
+def test_paper_figure6_averages_the_error_over_seeds_at_each_step():
+  rows = [[{'step': 10, 'split': 'train', 'top1': top1}] for top1 in (0.9, 0.8)]
+  group = [runs.Run('unused', {}, {}, mine) for mine in rows]
+  steps, errors = figures._mean_error_by_step(group, 'train')
+  assert steps == [10] and errors == pytest.approx([15.0])
+
+
+def test_write_readme_changes_the_block_only(tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# before\n{paper.BEGIN}\nold table\n{paper.END}\nafter\n')
+  paper.write_readme(['| new |', 'note'], str(readme))
+  assert readme.read_text() == f'# before\n{paper.BEGIN}\n| new |\nnote\n{paper.END}\nafter\n'
+
+
+def test_readme_paper_table_is_what_the_committed_results_give():
+  # Fails when results/ changed and `python -m tools.results --paper --write_readme` was not run.
+  folder = str(REPO / 'results')
+  expected = paper.block(paper.table(QUEUES['paper'], runs.runs_under(folder), folder))
+  assert paper.readme_table(str(REPO / 'README.md')) == expected

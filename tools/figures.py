@@ -1,5 +1,5 @@
 """The figures of tools/results.py: training curves, the degradation figure (the paper's Figures 1
-and 6, small) and JAX against PyTorch. Needs matplotlib (pip install -r tools/requirements.txt).
+and 6, small), JAX against PyTorch, and the paper's Figure 6 at full length (tools/paper.py). Needs matplotlib (pip install -r tools/requirements.txt).
 
 Each replica of a workdir is a run of its own seed. A diverged replica's rows from its divergence
 on have no loss or top-1: its curves end at its last logged values, marked x like a run stopped
@@ -43,9 +43,9 @@ def _pyplot():
   return plt
 
 
-def _finish(fig, axes, plt, path: str, xmax: float) -> None:
+def _finish(fig, axes, plt, path: str, xmax: float, xlabel: str = 'epoch') -> None:
   for ax in axes:
-    ax.set(xlabel='epoch', xlim=(0, xmax))
+    ax.set(xlabel=xlabel, xlim=(0, xmax))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.tight_layout()
@@ -100,6 +100,62 @@ def degradation(runs: list[Run], path: str) -> None:
     ax.set(title=f'{title}-N', ylim=(0, 100))
   axes[0].set_ylabel('top-1 error (%): train dashed, test solid')
   _finish(fig, axes, plt, path, max(run.planned_epochs for run in runs))
+
+
+def figure6(groups: dict[str, list[Run]], left_out: list[str], path: str) -> None:
+  """The paper's Figure 6: train (thin) and test (bold) error of each net against iterations, the
+  mean over its seeds at each logged step; plain nets left, ResNets right, one colour per depth.
+
+  groups: each net's seeds by its name ('plain-20', 'ResNet-56'); left_out: the nets not run,
+  named in the title. The error axis is the paper's 0-20%, which cuts off the first steps' errors
+  as the paper's does, unless a curve ends above 20%.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+  colors = plt.get_cmap('tab10').colors
+  depths = list(dict.fromkeys(name.rsplit('-', 1)[-1] for name in groups))
+  last = 0.0  # the highest error a curve ends at
+  for name, group in groups.items():
+    ax = axes[0 if name.startswith('plain') else 1]
+    color = colors[depths.index(name.rsplit('-', 1)[-1]) % len(colors)]
+    label = f'{name} ({len(group)} seed{"s" if len(group) > 1 else ""})' + ''.join(
+      f', seed {run.config["seed"]} diverged at step {run.diverged_at}'
+      for run in group
+      if run.diverged_at is not None
+    )
+    for split, width in (('train', 0.7), ('test', 2.0)):
+      steps, errors = _mean_error_by_step(group, split)
+      ax.plot(
+        [step / 1e4 for step in steps],
+        errors,
+        color=color,
+        linewidth=width,
+        label=label if split == 'test' else None,
+      )
+      last = max(last, errors[-1] if errors else 0.0)
+  for ax, title in zip(axes, ('plain', 'ResNet')):
+    ax.set_title(title)
+  axes[0].set_ylim(0, 20 if last <= 20 else None)
+  axes[0].set_ylabel('error (%): train thin, test bold')
+  data = joined(run.provenance.get('data', '?') for group in groups.values() for run in group)
+  fig.suptitle(
+    f'Figure 6 at full length, data: {data}'
+    + (f'; not run: {", ".join(left_out)}' if left_out else ''),
+    fontsize=9,
+  )
+  xmax = max(row['step'] for group in groups.values() for run in group for row in run.rows)
+  _finish(fig, axes, plt, path, xmax / 1e4, xlabel='iter. (1e4)')
+
+
+def _mean_error_by_step(group: list[Run], split: str) -> tuple[list[int], list[float]]:
+  """(logged steps, mean over the seeds of 100 (1 - top-1) there); a diverged seed's rows from
+  its divergence on have no top-1 and are skipped."""
+  by_step: dict[int, list[float]] = {}
+  for run in group:
+    for row in (row for row in run.split(split) if 'top1' in row):
+      by_step.setdefault(row['step'], []).append(100 * (1 - row['top1']))
+  steps = sorted(by_step)
+  return steps, [statistics.mean(by_step[step]) for step in steps]
 
 
 def parity(runs: list[Run], path: str) -> None:

@@ -15,6 +15,11 @@ once: the replicas of a workdir are always in one row; the second writes degrada
 third parity.png (the JAX runs of tools/parity.py against its PyTorch runs) into the runs' common
 parent folder.
 
+  python -m tools.results --paper [RESULTS_DIR] [--queue=paper|test] [--write_readme]
+
+prints the paper's Table 6 beside ours for every entry of tools/reproduction.py's queue, run or
+not, and draws its Figure 6 at full length into RESULTS_DIR (default results/): tools/paper.py.
+
 A run is one seed's training: a workdir whose program trained num_replicas replicas at once holds
 that many, replica k the run of seed config.seed + k. Runs whose configs differ only in `seed`,
 `num_replicas` or `replica_groups` make one row (a program of 4 replicas and 4 programs of one,
@@ -27,51 +32,31 @@ there and which the mean leaves out.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import statistics
 import sys
 
+from tools import paper
 from tools.figures import curves, degradation, parity
-from tools.runs import DATASET_NAMES, Run, epochs_text, find_runs, group_by_seed, joined
-
-
-def _duration(seconds: float) -> str:
-  if seconds < 120:
-    return f'{seconds:.0f} s'
-  return f'{seconds / 60:.1f} min' if seconds < 7200 else f'{seconds / 3600:.1f} h'
+from tools.reproduction import QUEUES
+from tools.runs import (
+  DATASET_NAMES,
+  Run,
+  duration_text,
+  epochs_text,
+  find_runs,
+  group_by_seed,
+  joined,
+  measured,
+  seeds_text,
+)
 
 
 def _top1(group: list[Run]) -> str:
-  """Mean ± sample std of the final test top-1 of the runs that have one, and why others lack it."""
-  top1s = [100 * run.final_top1 for run in group if run.final_top1 is not None]
-  if not top1s:
-    cell = 'none'
-  elif len(top1s) == 1:
-    cell = f'{top1s[0]:.2f}%'
-  else:
-    cell = f'{statistics.mean(top1s):.2f} ± {statistics.stdev(top1s):.2f}%'
-  diverged = [run for run in group if run.diverged_at is not None]
-  if diverged:
-    cell += (
-      f' **({len(diverged)} of {len(group)} diverged: '
-      + ', '.join(
-        f'seed {run.config["seed"]} at epoch {epochs_text(run.diverged_epoch)}' for run in diverged
-      )
-      + ')**'
-    )
-  without = len(group) - len(top1s) - len(diverged)
-  if without:
-    cell += f' ({without} without a test eval)'
-  return cell
-
-
-def _seeds(group: list[Run]) -> str:
-  """The number of runs; a seed that ran twice (as a replica and alone, say) is marked, since
-  it is counted twice."""
-  counts = collections.Counter(run.config['seed'] for run in group)
-  repeated = [str(seed) for seed, count in counts.items() if count > 1]
-  return f'{len(group)}' + (f' (seed {", ".join(repeated)} repeated)' if repeated else '')
+  """The final test top-1's mean ± sample std over the runs that have one, and why others lack it."""
+  return measured(
+    group, lambda run: None if run.final_top1 is None else 100 * run.final_top1, 'a test eval'
+  )
 
 
 def _train_time(group: list[Run]) -> str:
@@ -81,7 +66,7 @@ def _train_time(group: list[Run]) -> str:
   for run in {run.workdir: run for run in group}.values():
     by_replicas.setdefault(run.num_replicas, []).append(run.train_seconds)
   return ', '.join(
-    _duration(statistics.mean(seconds)) + (f' ({count} replicas together)' if count > 1 else '')
+    duration_text(statistics.mean(seconds)) + (f' ({count} replicas together)' if count > 1 else '')
     for count, seconds in by_replicas.items()
   )
 
@@ -115,7 +100,7 @@ def table(groups: list[list[Run]], dataset_label: str | None = None) -> list[str
     date = joined(run.provenance.get('time', '?')[:10] for run in group)
     lines.append(
       f'| {first.model} | {dataset} | {first.recipe} | {epochs} | {_top1(group)} | '
-      f'{_seeds(group)} | {_train_time(group)} | {joined(r.machine for r in group)} | '
+      f'{seeds_text(group)} | {_train_time(group)} | {joined(r.machine for r in group)} | '
       f'{date} |'
     )
   return lines + [
@@ -145,7 +130,11 @@ def _common_parent(runs: list[Run], name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('workdirs', nargs='+', help='run workdirs, as paths or globs')
+  parser.add_argument(
+    'workdirs',
+    nargs='*',
+    help='run workdirs, as paths or globs; with --paper, the folder to search (default results)',
+  )
   parser.add_argument(
     '--dataset_label',
     help='the dataset column of every row (default: the '
@@ -163,7 +152,32 @@ def main(argv: list[str] | None = None) -> None:
     action='store_true',
     help='instead of the table and curves, the JAX-against-PyTorch figure only',
   )
+  figure.add_argument(
+    '--paper',
+    action='store_true',
+    help="instead, the paper's Table 6 and Figure 6: the queue's entries against the runs "
+    'under one folder (tools/paper.py)',
+  )
+  parser.add_argument('--queue', choices=QUEUES, default='paper', help='with --paper: the queue')
+  parser.add_argument(
+    '--write_readme', action='store_true', help="with --paper: also into README.md's table block"
+  )
   args = parser.parse_args(argv)
+  if args.paper:
+    if len(args.workdirs) > 1:
+      parser.error(f'--paper takes one folder, not {len(args.workdirs)}.')
+    try:
+      paper.report(
+        args.workdirs[0] if args.workdirs else 'results',
+        QUEUES[args.queue],
+        args.write_readme,
+        draw=not args.no_curves,
+      )
+    except ValueError as e:
+      raise SystemExit(str(e)) from e
+    return
+  if not args.workdirs or args.write_readme or args.queue != 'paper':
+    parser.error('give run workdirs; --queue and --write_readme go with --paper.')
   try:
     runs = find_runs(args.workdirs)
     if not runs:

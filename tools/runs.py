@@ -10,11 +10,14 @@ Only the standard library and resnet_jax.records (itself standard library only):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import json
 import os
 import re
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 from resnet_jax import records
@@ -153,13 +156,7 @@ class Run:
 
   @property
   def model(self) -> str:
-    match = re.fullmatch(r'(resnet|plain)(\d+)', self.config['model']['name'])
-    name = (
-      self.config['model']['name']
-      if not match
-      else f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}'
-    )
-    return name + (' (PyTorch)' if self.framework == 'pytorch' else '')
+    return net_name(self.config['model']['name'], self.framework)
 
   @property
   def recipe(self) -> str:
@@ -216,6 +213,11 @@ def load_runs(workdir: str) -> list[Run]:
   ]
 
 
+def runs_under(folder: str) -> list[Run]:
+  """Runs of every workdir (a folder with config.json) at any depth under folder."""
+  return find_runs([root for root, _, files in os.walk(folder) if records.CONFIG in files])
+
+
 def find_runs(patterns: list[str]) -> list[Run]:
   """Runs of every workdir the paths or globs name, each workdir's replicas in turn; folders
   without config.json are skipped."""
@@ -252,3 +254,51 @@ def epochs_text(value: float) -> str:
 
 def joined(values) -> str:
   return ', '.join(dict.fromkeys(values))  # unique, in order
+
+
+def net_name(model: str, framework: str = 'jax') -> str:
+  """'ResNet-20', 'plain-56', 'ResNet-20 (PyTorch)' of a model name; other names as they are."""
+  match = re.fullmatch(r'(resnet|plain)(\d+)', model)
+  name = model if not match else f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}'
+  return name + (' (PyTorch)' if framework == 'pytorch' else '')
+
+
+def duration_text(seconds: float) -> str:
+  if seconds < 120:
+    return f'{seconds:.0f} s'
+  return f'{seconds / 60:.1f} min' if seconds < 7200 else f'{seconds / 3600:.1f} h'
+
+
+def measured(group: list[Run], value: Callable[[Run], float | None], lacking: str) -> str:
+  """Mean ± sample std of value(run) (a percentage) over the runs that have one; then which runs
+  diverged, and how many others have none ('(1 without <lacking>)')."""
+  values = [v for v in map(value, group) if v is not None]
+  if not values:
+    cell = 'none'
+  elif len(values) == 1:
+    cell = f'{values[0]:.2f}%'
+  else:
+    cell = f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}%'
+  diverged = [run for run in group if run.diverged_at is not None]
+  if diverged:
+    cell += (
+      f' **({len(diverged)} of {len(group)} diverged: '
+      + ', '.join(
+        f'seed {run.config["seed"]} at epoch {epochs_text(run.diverged_epoch)}' for run in diverged
+      )
+      + ')**'
+    )
+  without = len(group) - len(values) - len(diverged)
+  return cell + (f' ({without} without {lacking})' if without else '')
+
+
+def seeds_text(group: list[Run], planned: int | None = None) -> str:
+  """The number of runs (of planned, if given); a seed that ran twice (as a replica and alone,
+  say) is marked, since it is counted twice."""
+  counts = collections.Counter(run.config['seed'] for run in group)
+  repeated = [str(seed) for seed, count in counts.items() if count > 1]
+  return (
+    f'{len(group)}'
+    + (f' / {planned}' if planned is not None else '')
+    + (f' (seed {", ".join(repeated)} repeated)' if repeated else '')
+  )
