@@ -14,14 +14,13 @@ projection.json that tools/reproduce.py left for it says one seed does not fit i
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 from typing import Any
 
 from resnet_jax import records
 from tools.figures import figure6
-from tools.reproduction import Entry, is_seed_of, seeds_of
+from tools.reproduction import Entry, is_seed_of, newest_projections, seeds_of
 from tools.runs import Run, duration_text, joined, measured, net_name, runs_under, seeds_text
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
@@ -38,18 +37,6 @@ NOTE = (
   'model trained on real CIFAR-10 loses about 10 points of top-1 on the JPEG copy test set): '
   'they stand side by side, nothing more.'
 )
-
-
-def newest_projections(results_dir: str) -> dict[str, dict[str, Any]]:
-  """Each entry's newest projection.json under results_dir (by its date; the last path on a tie)."""
-  newest: dict[str, dict[str, Any]] = {}
-  pattern = os.path.join(results_dir, '**', 'projection.json')
-  for path in sorted(glob.glob(pattern, recursive=True)):
-    projection = records.read_json(path)
-    name = projection['entry']
-    if name not in newest or projection['date'] >= newest[name]['date']:
-      newest[name] = projection
-  return newest
 
 
 def flip_tta_error(run: Run) -> float | None:

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,10 @@ import time
 
 from resnet_jax import records
 from tools import reproduction
-from tools.runs import Run, load_runs
+from tools.entry_run import PREEMPTED_EXIT, Child, Projection, copy_records, probe
+from tools.runs import Run, runs_under
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECORDS = (records.CONFIG, records.METRICS, records.PROVENANCE, records.TIMELINE, 'train.log')
-TEST_IMAGES = 10_000
-STOP_WAIT_S = 120  # for a run told to stop to save and exit, before it is killed
-MARGIN = 1.1  # on every projection: evaluations and saves are estimated, not measured
 
 
 def results_folder(device_kind: str, when: datetime.date) -> str:
@@ -56,30 +52,12 @@ def results_folder(device_kind: str, when: datetime.date) -> str:
 
 
 def committed_runs(results_dirs: list[str]) -> list[Run]:
-  """Every run under the folders (each workdir once, however many of them hold it)."""
-  runs = []
-  paths = {
-    os.path.realpath(path)
-    for results_dir in results_dirs
-    for path in glob.glob(os.path.join(results_dir, '**', records.CONFIG), recursive=True)
-  }
-  for path in sorted(paths):
-    try:
-      runs += load_runs(os.path.dirname(path))
-    except ValueError as e:  # a workdir that logged nothing is no seed of anything
-      print(f'reproduce: skipped {os.path.dirname(path)}: {e}', file=sys.stderr)
-  return runs
-
-
-def newest_projection(results_dir: str, entry: str, device_kind: str) -> dict | None:
-  found = [
-    records.read_json(path)
-    for path in glob.glob(
-      os.path.join(results_dir, '**', 'reproduction', entry, 'projection.json'), recursive=True
-    )
-  ]
-  found = [p for p in found if p and p.get('device_kind') == device_kind]
-  return max(found, key=lambda p: p['date'], default=None)
+  """Every run under the folders, each once however many of the folders hold it."""
+  runs = {}
+  for folder in results_dirs:
+    for run in runs_under(folder) if os.path.isdir(folder) else []:
+      runs.setdefault((os.path.realpath(run.workdir), run.replica), run)
+  return list(runs.values())
 
 
 def benchmark_step_seconds(
@@ -103,129 +81,6 @@ def benchmark_step_seconds(
     ):
       steps[row['replicas']] = row['replicas'] * batch_size / row['images_per_second']
   return steps
-
-
-@dataclasses.dataclass
-class Child:
-  """One training or evaluation process of an entry: its command and workdir."""
-
-  entry: reproduction.Entry
-  workdir: str
-  seed: int
-  replicas: int
-  args: argparse.Namespace
-
-  @property
-  def metrics_dir(self) -> str:  # tools/parity.py writes its PyTorch run one folder down
-    return (
-      os.path.join(self.workdir, 'torch') if self.entry.framework == 'pytorch' else self.workdir
-    )
-
-  def command(self, *extra: str) -> list[str]:
-    main = ['-m', 'tools.parity', '--frameworks=torch'] if self.entry.framework == 'pytorch' else []
-    return [
-      sys.executable,
-      *(main or ['launch.py']),
-      *self.entry.launch_args(),
-      f'--config.seed={self.seed}',
-      *([f'--config.num_replicas={self.replicas}'] if self.entry.framework == 'jax' else []),
-      '--config.dataset.source=archive',
-      f'--config.dataset.data_dir={self.args.data_dir}',
-      f'--config.compilation_cache_dir={self.args.cache_dir}',
-      '--config.keep_checkpoints=1',
-      f'--workdir={self.workdir}',
-      *extra,
-    ]
-
-  def rows(self) -> list[dict]:
-    try:
-      return records.read_metrics(self.metrics_dir, 'train')
-    except FileNotFoundError:
-      return []
-
-  def run(self, deadline: float | None, stop_at_step: int | None = None, *extra: str) -> int:
-    """Runs it to the end, or until stop_at_step is logged or the deadline: then SIGTERM (the
-    run saves a checkpoint and exits). Returns the exit status."""
-    os.makedirs(self.workdir, exist_ok=True)
-    with open(os.path.join(self.workdir, 'train.log'), 'a') as log:
-      child = subprocess.Popen(self.command(*extra), cwd=REPO, stdout=log, stderr=log)
-      while child.poll() is None:
-        time.sleep(0.5)
-        reached = stop_at_step and any(r['step'] >= stop_at_step for r in self.rows())
-        if reached or (deadline and time.time() > deadline):
-          child.send_signal(signal.SIGTERM)
-          try:
-            child.wait(STOP_WAIT_S)
-          except subprocess.TimeoutExpired:
-            child.kill()
-          break
-      return child.wait()
-
-
-@dataclasses.dataclass
-class Projection:
-  """What a probe measured, and what the rest of its run should cost."""
-
-  device_kind: str
-  step_s: float  # one step of one replica
-  overhead_s: float  # start, data, compilation: what a process pays before its first step
-  total_steps: int
-  done_steps: int
-  evals: int
-  batch_size: int
-
-  def seconds(self, steps: int, step_s: float, replicas: int) -> float:
-    """A process that trains `steps` steps of `replicas` replicas at step_s, then the flip-TTA
-    evaluation (its own process); an evaluation costs a third of a step an image."""
-    eval_s = self.evals * replicas * TEST_IMAGES * self.step_s / self.batch_size / 3
-    return MARGIN * (self.overhead_s + steps * step_s + eval_s) + self.overhead_s
-
-
-def probe(child: Child, deadline: float | None) -> Projection | None:
-  """Starts child's run and stops it once it logged --probe_steps steps; None if it never did."""
-  start = time.time()
-  child.run(deadline, child.args.probe_steps)
-  rows = [r for r in child.rows() if r.get('images_per_second')]
-  timeline = records.read_timeline(child.metrics_dir)
-  provenance = records.read_json(os.path.join(child.metrics_dir, records.PROVENANCE))
-  if not rows or not timeline or not provenance:
-    return None
-  last = rows[-1]
-  step_s = child.replicas * timeline_batch(child) / last['images_per_second']
-  # Seen when the probe's row was: at most a poll later than it was written.
-  wall = time.time() - start
-  return Projection(
-    provenance['device_kind'],
-    step_s,
-    max(0.0, wall - last['step'] * step_s),
-    timeline['total_steps'],
-    last['step'],
-    timeline['total_steps'] // timeline['eval_every'],
-    timeline_batch(child),
-  )
-
-
-def timeline_batch(child: Child) -> int:
-  return records.read_config(child.metrics_dir)['batch_size']
-
-
-def copy_records(child: Child, out: str) -> str:
-  """The run's records (and its eval JSON) under out, without checkpoints; returns the folder."""
-  dest = os.path.join(out, os.path.basename(child.workdir))
-  os.makedirs(dest, exist_ok=True)
-  names = [*RECORDS, *(os.path.basename(p) for p in glob.glob(f'{child.metrics_dir}/eval_*.json'))]
-  for name in names:
-    if os.path.exists(os.path.join(child.metrics_dir, name)):
-      shutil.copy2(os.path.join(child.metrics_dir, name), dest)
-  if child.metrics_dir != child.workdir and os.path.exists(f'{child.workdir}/train.log'):
-    shutil.copy2(f'{child.workdir}/train.log', dest)
-  path = os.path.join(dest, records.PROVENANCE)
-  if os.path.exists(path):  # what this tool knows and the run could not
-    provenance = records.read_json(path)
-    records.write_json(
-      path, {**provenance, 'data': child.args.data_label, 'reproduction_entry': child.entry.name}
-    )
-  return dest
 
 
 def missing_seeds(entry: reproduction.Entry, runs: list[Run]) -> list[int]:
@@ -256,24 +111,31 @@ def entry_out(args: argparse.Namespace, entry: reproduction.Entry, device_kind: 
   return os.path.join(args.out_dir, folder, 'reproduction', entry.name)
 
 
-def _finish(child: Child, deadline: float | None) -> bool:
-  """Runs child to its end, then the flip-TTA evaluation; copies its records; True if complete."""
-  child.run(deadline)
+def _finish(child: Child, deadline: float | None) -> str:
+  """Runs child to its end, then the flip-TTA evaluation, and copies its records. Returns
+  'trained', 'stopped' (by the deadline: it saved and exited) or 'failed'."""
+  code = child.run(deadline)
   rows, timeline = child.rows(), records.read_timeline(child.metrics_dir)
   complete = bool(rows) and timeline is not None and rows[-1]['step'] == timeline['total_steps']
   if complete and child.entry.framework == 'jax':
-    child.run(None, None, '--mode=eval', '--config.eval.flip_tta=True')
+    code = child.run(None, None, '--mode=eval', '--config.eval.flip_tta=True')
+  outcome = (
+    'trained' if complete and code == 0 else 'stopped' if code == PREEMPTED_EXIT else 'failed'
+  )
   provenance = records.read_json(os.path.join(child.metrics_dir, records.PROVENANCE)) or {}
   out = entry_out(child.args, child.entry, provenance.get('device_kind', 'unknown'))
+  last = rows[-1]['step'] if rows else 0
+  said = {
+    'trained': 'trained',
+    'stopped': f'stopped by the budget at step {last}',
+    'failed': f'failed (exit status {code}) at step {last}',
+  }[outcome]
   print(
     f'reproduce: {child.entry.name} seeds {child.seed}..{child.seed + child.replicas - 1}: '
-    + (
-      'trained' if complete else f'stopped by the budget at step {rows[-1]["step"] if rows else 0}'
-    )
-    + f'; records in {copy_records(child, out)}',
+    f'{said}; records and train.log in {copy_records(child, out)}',
     flush=True,
   )
-  return complete
+  return outcome
 
 
 def advance(entry: reproduction.Entry, args: argparse.Namespace, runs: list[Run]) -> str:
@@ -288,7 +150,7 @@ def advance(entry: reproduction.Entry, args: argparse.Namespace, runs: list[Run]
     child = dataclasses.replace(
       child, replicas=replicas, workdir=f'{workdir}-{seeds[0] + replicas - 1}'
     )
-    return 'trained' if _finish(child, None) else 'failed'
+    return _finish(child, None)
   start = time.time()
   proj = probe(child, args.deadline)
   if proj is None:
@@ -328,7 +190,7 @@ def advance(entry: reproduction.Entry, args: argparse.Namespace, runs: list[Run]
     )
   elif remaining > left:
     return 'no time'
-  return 'trained' if _finish(child, args.deadline) else 'stopped'
+  return _finish(child, args.deadline)
 
 
 def device_kind() -> str:
@@ -342,11 +204,8 @@ def _too_long(args: argparse.Namespace) -> set[str]:
   """Entries a window on this GPU kind measured too short for one seed (none with --entry)."""
   if args.entry or not args.budget_s:
     return set()
-  return {
-    entry.name
-    for entry in reproduction.QUEUES[args.queue]
-    if (newest_projection(args.results, entry.name, args.device_kind) or {}).get('fits') is False
-  }
+  newest = reproduction.newest_projections(args.results, args.device_kind)
+  return {name for name, projection in newest.items() if not projection['fits']}
 
 
 def next_entry(args: argparse.Namespace, runs: list[Run], passed: set[str]):
@@ -366,47 +225,45 @@ def run(args: argparse.Namespace) -> int:
   args.cache_dir = args.cache_dir or os.path.join(args.scratch, 'compilation_cache')
   args.device_kind = device_kind()
   passed: set[str] = set()
+  failed = []
   while True:
     runs = committed_runs([args.results, args.out_dir])
     entry = next_entry(args, runs, passed | _too_long(args))
     if entry is None:
       print('reproduce: no entry left that this window can advance.')
-      return 0
+      break
     if args.deadline and args.deadline - time.time() < args.min_left_s:
       print(f'reproduce: under {args.min_left_s} s left; {entry.name} is next.')
-      return 0
+      break
     outcome = advance(entry, args, runs)
     if outcome in ('stopped', 'no time'):
       print(f'reproduce: the budget is spent; {entry.name} is next.')
-      return 0
+      break
     if outcome != 'trained':
       passed.add(entry.name)
+      failed += [entry.name] if outcome == 'failed' else []
+  if failed:
+    print(f'reproduce: failed: {", ".join(failed)} (their train.log says why)', file=sys.stderr)
+  return 1 if failed else 0
 
 
 def status(args: argparse.Namespace) -> int:
-  """Each entry's committed seeds and the newest projection of any GPU kind."""
+  """Each entry's committed seeds and its newest projection, of any GPU kind."""
   runs = committed_runs([args.results])
+  newest = reproduction.newest_projections(args.results)
   print('| entry | framework | config | seeds | newest projection |')
   print('|---|---|---|---|---|')
   for entry in reproduction.QUEUES[args.queue]:
-    found = [
-      records.read_json(p)
-      for p in glob.glob(
-        os.path.join(args.results, '**', 'reproduction', entry.name, 'projection.json'),
-        recursive=True,
-      )
-    ]
-    newest = max(found, key=lambda p: p['date'], default=None)
     projected = '-'
-    if newest:
+    if entry.name in newest:
+      p = newest[entry.name]
       projected = (
-        f'{newest["seconds_per_seed"] / 60:.1f} min a seed on {newest["device_kind"]} '
-        f'({newest["date"]})' + ('' if newest['fits'] else ': needs a longer window')
+        f'{p["seconds_per_seed"] / 60:.1f} min a seed on {p["device_kind"]} ({p["date"]})'
+        + ('' if p['fits'] else ': needs a longer window')
       )
     have = len(reproduction.seeds_of(entry, runs))
-    overrides = ' '.join(entry.overrides)
     print(
-      f'| {entry.name} | {entry.framework} | `{entry.config}` {overrides} | '
+      f'| {entry.name} | {entry.framework} | {" ".join(entry.launch_args())} | '
       f'{have} / {entry.seeds} | {projected} |'
     )
   return 0

@@ -15,7 +15,11 @@ tools/results.py reads the queue without JAX.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
+from typing import Any
 
+from resnet_jax import records
 from tools.runs import BOOKKEEPING, NOT_EXPERIMENT, Run
 
 HE_2015 = 'He et al. 2015 (arXiv:1512.03385), Table 6'
@@ -58,7 +62,8 @@ PAPER = (
   ),
 )
 
-# For the tests and a dry run on a CPU: a tiny net, a few steps, two seeds.
+# For the tests and a dry run on a CPU: a tiny net of a few steps with two seeds, then one too
+# long for any window.
 TEST = (
   Entry(
     'tiny',
@@ -68,6 +73,9 @@ TEST = (
     'a dry run',
     overrides=('num_train_steps=12', 'eval_every_steps=6'),
     seeds=2,
+  ),
+  Entry(
+    'tiny_long', 'configs/resnet_test.py', None, 'none', 'a dry run', ('num_train_steps=99999',)
   ),
 )
 
@@ -96,3 +104,24 @@ def seeds_of(entry: Entry, runs: list[Run]) -> list[Run]:
   is marked wherever it is shown), in seed order."""
   mine = [run for run in runs if is_seed_of(run, entry) and not run.stopped_early]
   return sorted(mine, key=lambda run: run.config['seed'])
+
+
+def newest_projections(
+  results_dir: str, device_kind: str | None = None
+) -> dict[str, dict[str, Any]]:
+  """Each entry's newest projection.json under results_dir (by its date; the last path on a
+  tie), of one device kind or of any.
+
+  tools/reproduce.py leaves one beside an entry's runs each time a window probed it: the
+  measured step time, the projected time of one seed, and whether that fits a window (`fits`).
+  """
+  newest: dict[str, dict[str, Any]] = {}
+  pattern = os.path.join(results_dir, '**', 'projection.json')
+  for path in sorted(glob.glob(pattern, recursive=True)):
+    projection = records.read_json(path)
+    if device_kind is not None and projection['device_kind'] != device_kind:
+      continue
+    name = projection['entry']
+    if name not in newest or projection['date'] >= newest[name]['date']:
+      newest[name] = projection
+  return newest
