@@ -207,6 +207,8 @@ def provenance() -> dict[str, Any]:
     'device_kind': jax.devices()[0].device_kind,
     'process_count': jax.process_count(),
     'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    # None: XLA's default, under which Hopper GPUs run float32 convolutions and matmuls as TF32.
+    'default_matmul_precision': jax.config.jax_default_matmul_precision,
     'command': sys.argv,
     'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
   }
