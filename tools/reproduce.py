@@ -1,6 +1,7 @@
 """Advances the reproduction queue (tools/reproduction.py) by what fits one GPU window.
 
   python -m tools.reproduce status                      # the queue: seeds committed, what is next
+  python -m tools.reproduce where                       # this GPU's results folder: h200_2026-12-02
   python -m tools.reproduce run --data_dir DIR --data_label 'CIFAR-10 (JPEG copy)' \\
       --budget_s 420 --out_dir OUT                       # one window's work
   python -m tools.reproduce run --entry resnet110 --budget_s 0 --data_dir DIR \\
@@ -272,6 +273,7 @@ def status(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
+  sub.add_parser('where', help="prints this machine's results folder name, e.g. h200_2026-12-02")
   for name in ('status', 'run'):
     command = sub.add_parser(name)
     command.add_argument('--queue', choices=sorted(reproduction.QUEUES), default='paper')
@@ -292,7 +294,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   run_parser.add_argument('--min_left_s', type=float, default=60, help='start nothing with less')
   run_parser.add_argument('--cache_dir', help='compilation cache (default: a fresh one)')
   args = parser.parse_args(argv)
-  names = [e.name for e in reproduction.QUEUES[args.queue]]
+  names = [e.name for e in reproduction.QUEUES[getattr(args, 'queue', 'paper')]]
   if getattr(args, 'entry', None) and args.entry not in names:
     parser.error(f'--entry {args.entry} is not in the {args.queue} queue: {", ".join(names)}')
   if args.command == 'run' and (args.budget_s < 0 or args.replicas < 1 or args.probe_steps < 1):
@@ -304,6 +306,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
+  if args.command == 'where':
+    print(results_folder(device_kind(), datetime.date.today()))
+    return 0
   return status(args) if args.command == 'status' else run(args)
 
 
