@@ -6,9 +6,12 @@
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 shared="${1:-../shared}"
+# Again from scratch; the shared copies are read-only, these need not be.
+chmod -R u+w .gpu 2> /dev/null || true
+rm -rf .gpu
 mkdir -p .gpu/wheels .gpu/data .gpu/tools
-cp -r "$shared/data/cifar10-jpeg" .gpu/data/
-cp "$shared/tools/cifar10_jpeg.py" .gpu/tools/
+cp -r --no-preserve=mode "$shared/data/cifar10-jpeg" .gpu/data/
+cp --no-preserve=mode "$shared/tools/cifar10_jpeg.py" .gpu/tools/
 # The device machine runs Python 3.12; ml_collections is pure Python.
 "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   -d .gpu/wheels ml_collections==1.1.0
