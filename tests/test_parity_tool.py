@@ -1,8 +1,8 @@
-"""tools/parity.py (JAX against PyTorch on identical inputs) and tools/sweep.py."""
+"""tools/parity.py and tools/torch_run.py: JAX against PyTorch on identical inputs."""
 
+import contextlib
 import functools
-import pathlib
-import tempfile
+import os
 
 import jax
 import numpy as np
@@ -10,18 +10,17 @@ import pytest
 
 from configs import resnet_test
 from resnet_jax import parallel, records, setup, train, train_step, validation
-from tools import sweep
 
 try:
   import torch
 
   from reference import torch_models
   from tools import parity as parity_tool
-except ImportError:  # the sweep's tests run without PyTorch
+  from tools import torch_run
+except ImportError:  # PyTorch is optional: not in requirements.txt
   torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason='PyTorch is not installed')
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 _STEPS = 3
 
 
@@ -48,6 +47,16 @@ def _config(data_dir, model='resnet20', learning_rate=0.003):
   return config
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)  # the CPU is shared; batch 8 needs no more
+  try:
+    yield
+  finally:
+    torch.set_num_threads(threads)
+
+
 def _setup(config):
   """What training builds from config, validated as train_and_evaluate does."""
   validation.validate_config(config, jax.device_count())
@@ -71,14 +80,12 @@ def parity(cifar_dir, tmp_path_factory):
     return torch_step(model, optimizer, images, labels, *args)
 
   workdir = tmp_path_factory.mktemp('parity')
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)  # the CPU is shared; batch 8 needs no more
   torch_models.train_step = recording_step
   try:
-    result = parity_tool.run_parity(_config(cifar_dir), str(workdir))
+    with _one_torch_thread():
+      result = parity_tool.run_parity(_config(cifar_dir), str(workdir))
   finally:
     torch_models.train_step = torch_step
-    torch.set_num_threads(threads)
   return result, handed, workdir
 
 
@@ -150,14 +157,14 @@ def test_float64_steps_agree(cifar_dir):
   """
   config = _config(cifar_dir, learning_rate=0.03)
   run = _setup(config)
-  batches = [parity_tool.make_batches(config, run)(step) for step in range(_STEPS)]
+  batches = [torch_run.make_batches(config, run)(step) for step in range(_STEPS)]
   model = torch_models.resnet20()
   initial = train_step.replica(run.state, 0)
   torch_models.load_flax_variables(
     model, {'params': initial.params, 'batch_stats': initial.batch_stats}
   )
   model = model.double().to(memory_format=torch.channels_last)
-  optimizer = parity_tool.torch_optimizer(model, config)
+  optimizer = torch_run.torch_optimizer(model, config)
   with jax.enable_x64(True):
     state = jax.tree.map(
       lambda x: np.asarray(x, np.float64) if x.dtype == np.float32 else x, jax.device_get(initial)
@@ -175,7 +182,9 @@ def test_float64_steps_agree(cifar_dir):
       state, loss, _, _ = update(state, images, labels)
       for group in optimizer.param_groups:
         group['lr'] = float(run.schedule(step))
-      torch_images, torch_labels = parity_tool.to_torch(images, labels)
+      torch_images, torch_labels = torch_run.to_torch(
+        *jax.device_put((images, labels), torch_run.shared_device())
+      )
       torch_loss, _ = torch_models.train_step(
         model, optimizer, torch_images, torch_labels, None, config.label_smoothing
       )
@@ -201,12 +210,17 @@ def test_torch_is_handed_exactly_our_data_paths_batches(parity, cifar_dir):
   # train_step's own losses: it is the batch train_step draws, augmentation included.
   config = _config(cifar_dir, model='resnet_test')
   run = _setup(config)
-  batches = parity_tool.make_batches(config, run)
+  batches = torch_run.make_batches(config, run)
   expected = [batches(step) for step in range(_STEPS)]
   for (images, labels, _), (want_images, want_labels) in zip(handed, expected, strict=True):
     np.testing.assert_array_equal(images, want_images)
     np.testing.assert_array_equal(labels, want_labels)
   assert not np.array_equal(expected[0][1], expected[1][1])
+  # Handed over through DLPack: PyTorch reads the JAX buffer itself, no copy.
+  on_device = jax.device_put(expected[0], torch_run.shared_device())
+  images, labels = torch_run.to_torch(*on_device)
+  assert images.data_ptr() == on_device[0].unsafe_buffer_pointer()
+  assert labels.dtype == torch.int64
 
   _, perm_key, aug_key = train_step.run_keys(config.seed)
   data_path_step = jax.jit(train.step_function(config, run))
@@ -233,7 +247,7 @@ def test_batches_follow_each_epochs_order(cifar_dir):
   config = _config(cifar_dir, model='resnet_test')
   run = _setup(config)
   epoch_steps = run.timeline.epoch_steps
-  batches = parity_tool.make_batches(config, run)
+  batches = torch_run.make_batches(config, run)
   _, perm_key, _ = train_step.run_keys(config.seed)
   num_examples = len(run.dataset.train.labels)
   for step in (epoch_steps - 1, epoch_steps, 0):  # back to epoch 0 as well
@@ -281,70 +295,91 @@ def test_a_model_pytorch_lacks_is_refused(cifar_dir):
     parity_tool.parity_config(_config(cifar_dir, model='resnet_test'))
 
 
-def test_sweep_trains_each_seed_into_its_own_workdir_and_resumes(cifar_dir, tmp_path, monkeypatch):
-  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  monkeypatch.setenv('JAX_NUM_CPU_DEVICES', '1')
-  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='sweep_cache_'))
-  root = tmp_path / 'runs'
-  argv = [
-    f'--config={REPO}/configs/resnet_test.py',
-    '--seeds=3,0',
-    f'--workdir_root={root}',
-    '--',
-    f'--config.dataset.data_dir={cifar_dir}',
-    '--config.num_train_steps=2',
-  ]
-  assert sweep.main(argv) == 0
-  assert sorted(p.name for p in root.iterdir()) == ['seed0', 'seed3']
-  losses = {}
-  for seed in (3, 0):
-    assert records.read_config(str(root / f'seed{seed}'))['seed'] == seed
-    rows = records.read_metrics(str(root / f'seed{seed}'))
-    assert [r['step'] for r in rows if r['split'] == 'test'] == [2]
-    losses[seed] = _losses(rows)
-  assert not np.array_equal(losses[3], losses[0])  # the seed reached the run
+def _torch_alone_config(data_dir):
+  """16 steps over two epochs of 10 steps: eval (and checkpoint) at 10 and 16, logs every 4.
 
-  # Run again (seed 0 only, to save time), the finished run resumes from its last checkpoint.
-  assert sweep.main([argv[0], '--seeds=0', *argv[2:]]) == 0
-  log = (root / 'seed0' / 'sweep.log').read_text()
-  assert log.count('=== ') == 2 and 'Resumed from the checkpoint of step 2.' in log
-  assert records.read_config(str(root / 'seed0'))['seed'] == 0
+  Step 10 is no log step, so the checkpoint carries train metrics not yet in a row.
+  """
+  config = _config(data_dir)
+  config.num_train_steps = 16
+  config.steps_per_call = 4
+  config.checkpoint_every_steps = 16
+  return config
 
 
-def test_sweep_stops_at_the_first_failing_seed(tmp_path):
-  root = tmp_path / 'runs'
-  argv = [
-    f'--config={REPO}/configs/resnet_test.py',
-    '--seeds=0,1',
-    f'--workdir_root={root}',
-    '--',
-    '--config.no_such_field=1',
-  ]
-  assert sweep.main(argv) == 2
-  assert 'no_such_field' in (root / 'seed0' / 'sweep.log').read_text()
-  assert not (root / 'seed1').exists()
-  with pytest.raises(SystemExit):
-    sweep.parse_args(['--config=c.py', '--seeds=0', '--workdir_root=r', '--', '--config.seed=1'])
+@pytest.fixture(scope='module')
+def torch_alone(cifar_dir, tmp_path_factory):
+  """An uninterrupted --frameworks=torch run."""
+  workdir = tmp_path_factory.mktemp('torch_alone')
+  with _one_torch_thread():
+    result = parity_tool.run_parity(_torch_alone_config(cifar_dir), str(workdir), ('torch',))
+  return result, workdir
 
 
-def test_sweep_runs_modules_in_the_repository_root_with_the_callers_paths(tmp_path, monkeypatch):
-  own = ['--config=configs/paper_cifar.py:plain20', '--seeds=1', '--workdir_root=runs/x']
-  monkeypatch.chdir(REPO)  # where the modules run from: paths stay as given
-  args, extra = sweep.parse_args([*own, '--parity', '--', '--config.num_epochs=2'])
-  assert sweep.command(args, 1, extra)[1:] == [
-    '-m',
-    'tools.parity',
-    '--config=configs/paper_cifar.py:plain20',
-    '--config.seed=1',
-    '--workdir=runs/x/seed1',
-    '--config.num_epochs=2',
-  ]
-  monkeypatch.chdir(tmp_path)  # elsewhere: read from here, handed on as absolute paths
-  args, extra = sweep.parse_args(own)
-  assert sweep.command(args, 1, extra)[1:] == [
-    '-m',
-    'launch',
-    f'--config={tmp_path}/configs/paper_cifar.py:plain20',
-    '--config.seed=1',
-    f'--workdir={tmp_path}/runs/x/seed1',
-  ]
+def _without_rates(rows):
+  return [{k: v for k, v in row.items() if k != 'images_per_second'} for row in rows]
+
+
+@needs_torch
+def test_torch_alone_trains_no_jax_run_and_writes_its_run_workdir(torch_alone):
+  result, workdir = torch_alone
+  assert result.jax_state is None and list(result.rows) == ['torch']
+  assert not (workdir / 'jax').exists()
+  torch_dir = str(workdir / 'torch')
+  assert records.read_json(f'{torch_dir}/{records.PROVENANCE}')['framework'] == 'pytorch'
+  assert records.read_config(torch_dir)['log_every_steps'] == 4
+  assert records.read_timeline(torch_dir)['eval_every'] == 10
+  assert [r['step'] for r in records.read_metrics(torch_dir, 'train')] == [4, 8, 12, 16]
+  assert [r['step'] for r in records.read_metrics(torch_dir, 'test')] == [10, 16]
+  saved = torch.load(os.path.join(torch_dir, torch_run.CHECKPOINT), weights_only=True)
+  assert saved['step'] == 16 and saved['unlogged'] == []
+  assert sorted(os.listdir(torch_dir)) == sorted(
+    [torch_run.CHECKPOINT, records.CONFIG, records.METRICS, records.PROVENANCE, records.TIMELINE]
+    + ['.lock', 'tensorboard']
+  )
+  message = parity_tool.uncompared(result, str(workdir))
+  assert f'seed {result.config.seed}:' in message and f'{workdir}/jax' in message
+  with pytest.raises(parity_tool.UserError, match='launch.py'):
+    parity_tool.run_parity(_torch_alone_config(torch_dir), str(workdir), ('jax',))
+
+
+class _Killed(Exception):
+  pass
+
+
+@needs_torch
+def test_an_interrupted_torch_run_resumes_as_if_never_stopped(
+  torch_alone, cifar_dir, tmp_path, monkeypatch
+):
+  uninterrupted, _ = torch_alone
+  torch_step, calls = torch_models.train_step, []  # monkeypatch puts train_step back
+
+  def killed_at_step_13(*args):
+    calls.append(None)
+    if len(calls) == 13:
+      raise _Killed  # as a preemption would, between two checkpoints
+    return torch_step(*args)
+
+  config = _torch_alone_config(cifar_dir)
+  monkeypatch.setattr(torch_models, 'train_step', killed_at_step_13)
+  with _one_torch_thread(), pytest.raises(_Killed):
+    parity_tool.run_parity(config, str(tmp_path), ('torch',))
+  torch_dir = str(tmp_path / 'torch')
+  saved = torch.load(os.path.join(torch_dir, torch_run.CHECKPOINT), weights_only=True)
+  assert saved['step'] == 10 and len(saved['unlogged']) == 2  # steps 9 and 10
+  assert [r['step'] for r in records.read_metrics(torch_dir)] == [4, 8, 10, 12]
+
+  changed = _torch_alone_config(cifar_dir)
+  changed.optimizer.learning_rate = 0.01
+  with pytest.raises(parity_tool.UserError, match=r'optimizer.learning_rate: 0.003 -> 0.01'):
+    parity_tool.run_parity(changed, str(tmp_path), ('torch',))
+
+  with _one_torch_thread():
+    resumed = parity_tool.run_parity(config, str(tmp_path), ('torch',))
+  assert len(calls) == 13 + 6  # steps 11 to 16: resumed, not started over
+  # The row of step 12 is dropped and written again, from steps 9 to 12 as before.
+  assert _without_rates(resumed.rows['torch']) == _without_rates(uninterrupted.rows['torch'])
+  ours, theirs = resumed.torch_model.state_dict(), uninterrupted.torch_model.state_dict()
+  assert ours.keys() == theirs.keys()
+  for key, value in theirs.items():
+    assert torch.equal(ours[key], value), key  # bit for bit, on the CPU in float32

@@ -82,7 +82,8 @@ class Child:
             child.wait(STOP_WAIT_S)
           except subprocess.TimeoutExpired:
             child.kill()
-          break
+          # tools/parity.py's PyTorch side dies of SIGTERM; it resumes from its last epoch.
+          return PREEMPTED_EXIT if child.returncode == -signal.SIGTERM else child.wait()
       return child.wait()
 
 

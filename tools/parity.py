@@ -1,12 +1,8 @@
 """Trains one config twice on identical inputs, resnet_jax and its PyTorch reference, and compares.
 
-Both frameworks start from the same weights (our init, copied with load_flax_variables) and see
-the same batches: for every step s, the augmented, normalised global batch that our data path
-trains on (train_step.global_batch: the order of epoch_order(perm_key, epoch), the crop and flip
-of fold_in(aug_key, s), normalisation), handed to PyTorch as NCHW in channels_last memory. PyTorch
-takes our schedule's learning rate at each step and torch.optim.SGD with the same momentum,
-nesterov, coupled weight decay (BatchNorm and biases exempt as decay_bn_and_bias says) and label
-smoothing. The JAX side is train.train_and_evaluate itself, what launch.py runs.
+Both frameworks start from the same weights (our init) and see the same batches: those our data
+path trains on, handed to PyTorch on the device through DLPack (tools/torch_run.py says how). The
+JAX side is train.train_and_evaluate itself, what launch.py runs.
 
 Both evaluate the test set (and the validation split, if any) at the end of every epoch and log
 the train loss every steps_per_call steps: the run overrides the eval cadence to one epoch
@@ -14,12 +10,16 @@ the train loss every steps_per_call steps: the run overrides the eval cadence to
 evaluate at the steps the run's timeline says. WORKDIR/jax and WORKDIR/torch are run workdirs in
 launch.py's format (metrics.jsonl, config.json, timeline.json, provenance.json, whose 'framework'
 field is 'jax' or 'pytorch'), written through resnet_jax.records; the table of both runs is
-printed and written to WORKDIR/comparison.txt. Run again, the JAX run resumes from its newest
-checkpoint and a finished PyTorch run is read back; an unfinished one starts over. From the
+printed and written to WORKDIR/comparison.txt. Run again, each run resumes from its newest
+checkpoint (PyTorch's is saved at every epoch end), and a finished one is read back. From the
 repository root:
 
   python -m tools.parity --config=configs/resnet20_short.py --workdir=runs/parity \\
       --config.dataset.source=archive --config.dataset.data_dir=/work/data_cifar10
+
+--frameworks=torch trains the PyTorch reference alone (its weights and batches come from our
+setup and data path, not from the JAX run) and compares nothing: its JAX counterpart is the run of
+the same config and seed, trained by launch.py or by this tool with both frameworks.
 
 PyTorch supports the models of reference.torch_models.MODELS, with their published shortcuts.
 """
@@ -27,12 +27,8 @@ PyTorch supports the models of reference.torch_models.MODELS, with their publish
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable
 
 # JAX and PyTorch share a GPU in this process; JAX must not take 75% of its memory at start.
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
@@ -40,45 +36,37 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 # pylint: disable=g-import-not-at-top
 import jax
 import ml_collections
-import numpy as np
 import torch
-import torch.nn.functional as F
 from absl import app, flags
 from ml_collections import config_flags
 
 from reference import torch_models
-from resnet_jax import (
-  augment,
-  cifar,
-  parallel,
-  records,
-  setup,
-  train,
-  train_step,
-  validation,
-)
+from resnet_jax import records, setup, train, train_step, validation
 from resnet_jax.errors import UserError
+from tools import torch_run
 
 # pylint: enable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A config file from configs/.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Writes WORKDIR/jax and WORKDIR/torch.')
+_FRAMEWORKS = flags.DEFINE_list(
+  'frameworks',
+  ['jax', 'torch'],
+  'jax,torch: train both and compare; torch: the PyTorch reference alone, compared with nothing.',
+)
 
-FRAMEWORKS = {'jax': 'jax', 'torch': 'pytorch'}  # subfolder -> provenance.json's 'framework'
-_AUTOCAST = {'float32': None, 'bfloat16': torch.bfloat16}
-
-Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]
+FRAMEWORKS = {'jax': 'jax', 'torch': torch_run.FRAMEWORK}  # subfolder -> provenance's 'framework'
 
 
 @dataclasses.dataclass
 class Parity:
-  """What run_parity trained: both final models and both runs' metrics rows."""
+  """What run_parity trained: the final models and the runs' metrics rows."""
 
   config: ml_collections.ConfigDict  # as both ran: with the evaluation and logging cadence
   epoch_steps: int
-  jax_state: train_step.TrainState  # the JAX run's only replica
+  jax_state: train_step.TrainState | None  # the JAX run's only replica; None when not trained
   torch_model: torch.nn.Module | None  # None when a finished run was read back
-  rows: dict[str, list[dict]]  # 'jax' / 'torch' -> the rows of its metrics.jsonl
+  rows: dict[str, list[dict]]  # 'jax' / 'torch' -> the rows of its metrics.jsonl, if it ran
 
 
 def parity_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -105,90 +93,6 @@ def parity_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config
 
 
-class _EpochOrder:
-  """The data order of one epoch at a time, on the device, as the training loop keeps it."""
-
-  def __init__(self, perm_key: jax.Array, run: setup.Setup):
-    self._perm_key, self._run = perm_key, run
-    self._epoch, self._order = None, None
-
-  def at(self, step: int) -> jax.Array:
-    epoch = step // self._run.timeline.epoch_steps
-    if epoch != self._epoch:
-      self._order = train_step.epoch_order(
-        self._perm_key, epoch, len(self._run.dataset.train.labels), self._run.mesh
-      )
-      self._epoch = epoch
-    return self._order
-
-
-def make_batches(config: ml_collections.ConfigDict, run: setup.Setup) -> Batches:
-  """step -> (images NHWC float32, labels int32): the global batch train step `step` trains on."""
-  _, perm_key, aug_key = train_step.run_keys(config.seed)
-  images, labels = parallel.replicate(
-    (run.dataset.train.images, run.dataset.train.labels), run.mesh
-  )
-  batch = jax.jit(
-    functools.partial(
-      train_step.global_batch,
-      aug_key=aug_key,
-      batch_size=config.batch_size,
-      epoch_steps=run.timeline.epoch_steps,
-      mean=cifar.CHANNEL_MEAN[config.dataset.name],
-      std=cifar.CHANNEL_STD[config.dataset.name],
-      mesh=run.mesh,
-    )
-  )
-  orders = _EpochOrder(perm_key, run)
-  # int32, as TrainState.step: the same integer arithmetic as inside train_step.
-  return lambda step: jax.device_get(batch(np.int32(step), images, labels, orders.at(step)))
-
-
-def to_torch(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-  """NHWC numpy -> NCHW torch: the permuted view of NHWC memory is channels_last already.
-
-  Copies: arrays fetched from JAX are read-only, and PyTorch wants to own writable memory.
-  """
-  return (
-    torch.from_numpy(np.array(images)).permute(0, 3, 1, 2),
-    torch.from_numpy(labels.astype(np.int64)),
-  )
-
-
-def torch_optimizer(model: torch.nn.Module, config: ml_collections.ConfigDict) -> torch.optim.SGD:
-  """torch.optim.SGD as optim.create_optimizer; the lr is set before every step."""
-  opt = config.optimizer
-  params = list(model.parameters())
-  if opt.decay_bn_and_bias:
-    groups = [{'params': params, 'weight_decay': opt.weight_decay}]
-  else:  # optim._decay_mask: only kernels (ndim > 1) are decayed
-    groups = [
-      {'params': [p for p in params if p.dim() > 1], 'weight_decay': opt.weight_decay},
-      {'params': [p for p in params if p.dim() <= 1], 'weight_decay': 0.0},
-    ]
-  return torch.optim.SGD(groups, lr=0.0, momentum=opt.momentum, nesterov=opt.nesterov)
-
-
-def torch_evaluate(
-  model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
-) -> dict[str, float]:
-  """Loss, top-1 and top-5 over a split, as evaluation.make_eval_fn computes them."""
-  model.eval()
-  sums = np.zeros(3)
-  with torch.no_grad():
-    for start in range(0, len(labels), batch_size):
-      batch_labels = labels[start : start + batch_size]
-      logits = model(images[start : start + batch_size])
-      top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-      sums += [
-        F.cross_entropy(logits, batch_labels, reduction='sum').item(),
-        (top5[:, 0] == batch_labels).sum().item(),
-        (top5 == batch_labels[:, None]).any(-1).sum().item(),
-      ]
-  loss, top1, top5 = sums / len(labels)
-  return {'loss': loss, 'top1': top1, 'top5': top5, 'count': len(labels)}
-
-
 def _mark_jax_framework(workdir: str) -> None:
   """Adds framework 'jax' to the provenance.json that train_and_evaluate wrote."""
   path = os.path.join(workdir, records.PROVENANCE)
@@ -197,112 +101,33 @@ def _mark_jax_framework(workdir: str) -> None:
     records.write_json(path, {**record, 'framework': FRAMEWORKS['jax']})
 
 
-def _write_torch_provenance(workdir: str) -> None:
-  """provenance.json of the PyTorch run: framework 'pytorch', torch's version and threads."""
-  versions = {**records.provenance()['versions'], 'torch': torch.__version__}
-  records.write_provenance(
-    workdir, framework=FRAMEWORKS['torch'], versions=versions, torch_threads=torch.get_num_threads()
-  )
+def run_parity(
+  config: ml_collections.ConfigDict, workdir: str, frameworks: tuple[str, ...] = ('jax', 'torch')
+) -> Parity:
+  """Trains (or resumes, or reads back) the frameworks' runs under workdir.
 
-
-def read_rows(workdir: str) -> list[dict]:
-  """The rows of workdir's metrics.jsonl; none where no run has written one."""
-  if not os.path.exists(os.path.join(workdir, records.METRICS)):
-    return []
-  return records.read_metrics(workdir)
-
-
-def _finished(workdir: str, total_steps: int) -> bool:
-  return any(r['step'] == total_steps for r in read_rows(workdir) if r['split'] == 'test')
-
-
-def train_torch(
-  config: ml_collections.ConfigDict, run: setup.Setup, batches: Batches, workdir: str
-) -> torch.nn.Module:
-  """Trains the PyTorch reference from run.state on our batches; writes workdir as training does.
-
-  Logs and evaluates at the steps run.timeline says, as the JAX run does.
+  frameworks: ('jax', 'torch'), or ('torch',) for the PyTorch reference alone; else UserError.
   """
-  shutil.rmtree(workdir, ignore_errors=True)  # no checkpoints: an unfinished run starts over
-  os.makedirs(workdir)
-  records.write_config(workdir, config)
-  records.write_timeline(workdir, run.timeline)
-  _write_torch_provenance(workdir)
-  model = torch_models.MODELS[config.model.name](cifar.NUM_CLASSES[config.dataset.name])
-  initial = train_step.replica(run.state, 0)
-  torch_models.load_flax_variables(
-    model, {'params': initial.params, 'batch_stats': initial.batch_stats}
-  )
-  model = model.to(memory_format=torch.channels_last)
-  optimizer = torch_optimizer(model, config)
-  mean, std = cifar.CHANNEL_MEAN[config.dataset.name], cifar.CHANNEL_STD[config.dataset.name]
-  eval_sets = {
-    name: to_torch(np.asarray(augment.normalize(split.images, mean, std)), split.labels)
-    for name, split in (('test', run.dataset.test), ('validation', run.dataset.validation))
-    if split is not None
-  }
-  timeline = run.timeline
-  log = records.MetricsLog(workdir, 0, run.seeds)
-  pending, seconds = [], 0.0
-  for step in range(timeline.total_steps):
-    lr = float(run.schedule(step))
-    for group in optimizer.param_groups:
-      group['lr'] = lr
-    images, labels = to_torch(*batches(step))
-    model.train()
-    start = time.perf_counter()
-    loss, logits = torch_models.train_step(
-      model, optimizer, images, labels, _AUTOCAST[config.model.dtype], config.label_smoothing
+  if sorted(frameworks) not in (['jax', 'torch'], ['torch']):
+    raise UserError(
+      f'--frameworks={",".join(frameworks)}: jax,torch (both, compared) or torch (the PyTorch '
+      'reference alone); a JAX run alone is what launch.py trains.'
     )
-    seconds += time.perf_counter() - start  # PyTorch's step only, not our batch on the host
-    pending.append((loss.item(), (logits.argmax(-1) == labels).float().mean().item()))
-    done = step + 1
-    if timeline.is_log_step(done):
-      loss_mean, top1_mean = np.mean(pending, axis=0)
-      log.write(
-        done,
-        'train',
-        [
-          {
-            'epoch': done / timeline.epoch_steps,
-            'loss': float(loss_mean),
-            'top1': float(top1_mean),
-            'lr': lr,
-            'images_per_second': len(pending) * config.batch_size / seconds,
-          }
-        ],
-      )
-      pending, seconds = [], 0.0
-    if timeline.is_eval_step(done):
-      for name, (split_images, split_labels) in eval_sets.items():
-        result = torch_evaluate(model, split_images, split_labels, config.eval.batch_size)
-        print(
-          f'PyTorch eval {name} at step {done}: loss {result["loss"]:.4f}  '
-          f'top1 {result["top1"]:.4f}',
-          flush=True,
-        )
-        log.write(done, name, [{'epoch': done / timeline.epoch_steps, **result}])
-  log.close()
-  return model
-
-
-def run_parity(config: ml_collections.ConfigDict, workdir: str) -> Parity:
-  """Trains (or resumes, or reads back) both frameworks' runs under workdir."""
   config = parity_config(config)
   validation.validate_config(config, jax.device_count())
   run = setup.setup(config)
-  dirs = {name: os.path.join(workdir, name) for name in FRAMEWORKS}
-  jax_state = train_step.replica(train.train_and_evaluate(config, dirs['jax']), 0)
-  _mark_jax_framework(dirs['jax'])
-  torch_model = None
-  if not _finished(dirs['torch'], run.timeline.total_steps):
-    torch_model = train_torch(config, run, make_batches(config, run), dirs['torch'])
+  dirs = {name: os.path.join(workdir, name) for name in FRAMEWORKS if name in frameworks}
+  jax_state = None
+  if 'jax' in dirs:
+    jax_state = train_step.replica(train.train_and_evaluate(config, dirs['jax']), 0)
+    _mark_jax_framework(dirs['jax'])
+  torch_model = torch_run.train_torch(config, run, dirs['torch'])
   return Parity(
     config,
     run.timeline.epoch_steps,
     jax_state,
     torch_model,
-    {name: read_rows(path) for name, path in dirs.items()},
+    {name: torch_run.read_rows(path) for name, path in dirs.items()},
   )
 
 
@@ -381,16 +206,29 @@ def report(parity: Parity) -> list[str]:
   return lines
 
 
+def uncompared(parity: Parity, workdir: str) -> str:
+  """What a PyTorch-only run says instead of the comparison: the JAX run to compare it with."""
+  return (
+    f'Trained the PyTorch reference alone (--frameworks=torch) into {workdir}/torch; nothing '
+    f'compared. Compare it with the JAX run of the same config and seed {parity.config.seed}: '
+    f'launch.py with the same --config and overrides, or this command with '
+    f'--frameworks=jax,torch, which trains {workdir}/jax and writes the comparison.'
+  )
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f'unexpected arguments {argv[1:]}')
   if _CONFIG.value is None or _WORKDIR.value is None:
     sys.exit('--config and --workdir are required.')
   try:
-    parity = run_parity(_CONFIG.value, _WORKDIR.value)
+    parity = run_parity(_CONFIG.value, _WORKDIR.value, tuple(_FRAMEWORKS.value))
   except UserError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
+  if 'jax' not in parity.rows:
+    print(uncompared(parity, _WORKDIR.value))
+    return
   lines = report(parity)
   records.write_text(os.path.join(_WORKDIR.value, 'comparison.txt'), '\n'.join(lines) + '\n')
   print('\n'.join(lines))

@@ -17,7 +17,7 @@ dataset.data_dir) are read from the repository root.
 
 Each run's output is appended to ROOT/seed<k>/sweep.log. Run the same command again to resume:
 launch continues each run from its newest checkpoint and finishes at once where it is done
-(tools.parity resumes its JAX run the same way and reads a finished PyTorch run back). The sweep
+(tools.parity resumes both of its runs the same way and reads finished ones back). The sweep
 stops at the first run that fails, without starting the seeds after it, and exits with that
 run's status (75: stopped by SIGTERM or SIGINT after saving; run the command again).
 """
