@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 from typing import Any
@@ -67,10 +68,17 @@ def _ms(seconds: float) -> str:
   return f'{seconds * 1e3:.2f}'
 
 
+def images_per_second(row: Any, batch_size: int) -> float:
+  """A measured row's images a second, of every replica together."""
+  return batch_size * row.replicas / statistics.median(row.step_s)
+
+
 def table(rows: list, batch_size: int) -> list[str]:
   """A markdown table, one line per row, with the notes that say what each column means.
 
-  Rows of several replicas add a column: their img/s over that of the same row of one replica.
+  Rows of several replicas add a column: their img/s over that of the same row of one replica;
+  measured PyTorch rows add one: a row's img/s over the fastest PyTorch row's of its model and
+  dtype.
   """
   columns = [
     'model',
@@ -85,17 +93,25 @@ def table(rows: list, batch_size: int) -> list[str]:
   ]
 
   def key(r):  # the rows that differ only in their number of replicas
-    return r.model, r.dtype, r.framework, r.variant
+    return r.model, r.dtype, r.framework, r.variant, r.steps_per_call, r.scan
 
-  def rate(r):  # images a second, of every replica together
-    return batch_size * r.replicas / statistics.median(r.step_s)
+  def rate(r):
+    return images_per_second(r, batch_size)
 
-  measured = [r for r in rows if r.step_s]
+  measured = [r for r in rows if r.step_s and not r.error]
   pure_rate = {(r.model, r.dtype): rate(r) for r in measured if r.label == 'JAX pure step'}
   one_replica_rate = {key(r): rate(r) for r in measured if r.replicas == 1}
   scaled = {key(r) for r in rows if r.replicas > 1}
   if scaled:
     columns.append('row / 1 replica')
+  # PyTorch's best of its modes is the one to beat.
+  best_torch_rate = {}
+  for r in measured:
+    if r.framework == 'PyTorch':
+      best = best_torch_rate.get((r.model, r.dtype), 0.0)
+      best_torch_rate[(r.model, r.dtype)] = max(best, rate(r))
+  if best_torch_rate:
+    columns.append('row / best PyTorch')
   cells = []
   for r in rows:
     line = [r.model, r.dtype, str(batch_size), r.label]
@@ -115,6 +131,9 @@ def table(rows: list, batch_size: int) -> list[str]:
       if scaled:
         one = one_replica_rate.get(key(r)) if key(r) in scaled else None
         line.append('-' if one is None else f'{rate(r) / one:.2f}')
+      if best_torch_rate:
+        best = best_torch_rate.get((r.model, r.dtype)) if r.replicas == 1 else None
+        line.append('-' if best is None else f'{rate(r) / best:.2f}')
     else:
       continue  # not reached yet
     cells.append(line)
@@ -152,6 +171,12 @@ def table(rows: list, batch_size: int) -> list[str]:
         'dtype and K); N means perfect scaling, 1 none.'
       ),
     ]
+  if best_torch_rate:
+    notes.append(
+      "row / best PyTorch: the row's img/s over that of the fastest PyTorch row (eager or a "
+      'torch.compile mode) of the same model and dtype: > 1 on a JAX row means JAX is faster '
+      'than PyTorch at its best; 1.00 marks that PyTorch row. Rows of several replicas: -.'
+    )
   return [
     fmt(columns),
     '|' + '|'.join('-' * (w + 2) for w in widths) + '|',
@@ -159,6 +184,42 @@ def table(rows: list, batch_size: int) -> list[str]:
     '',
     *notes,
   ]
+
+
+def record(row: Any, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+  """row as one line of --jsonl (throughput.py's docstring has the schema); torch: the module,
+  or None."""
+  measured = bool(row.step_s) and not row.error
+  return {
+    'row_id': args.row_id,
+    'date': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+    'device_kind': jax.devices()[0].device_kind,
+    'device_count': jax.device_count(),
+    'model': row.model,
+    'dtype': row.dtype,
+    'batch_size': args.batch_size,
+    'framework': row.framework,
+    'variant': row.variant,
+    'label': row.label,
+    'replicas': row.replicas,
+    'steps_per_call': row.steps_per_call,
+    'scan': row.scan,
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'step_ms_median': statistics.median(row.step_s) * 1e3 if measured else None,
+    'images_per_second': images_per_second(row, args.batch_size) if measured else None,
+    'first_call_s': row.first_call_s,
+    'peak_bytes': row.peak_bytes,
+    'error': row.error,
+    'jax_version': jax.__version__,
+    'torch_version': None if args.no_torch else torch.__version__,
+  }
+
+
+def append_jsonl(path: str | None, line: dict[str, Any]) -> None:
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+      f.write(json.dumps(line) + '\n')
 
 
 def write(path: str | None, lines: list[str]) -> None:

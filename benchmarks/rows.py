@@ -38,6 +38,7 @@ class Row:
   variant: str
   make: Callable[[], Runner]
   steps_per_call: int = 1
+  scan: bool = False  # the JAX data path's K steps a call as a lax.scan, not unrolled
   # Independent models trained together in one call (JAX's replica rows), each on its own batch:
   # a step trains replicas x batch images.
   replicas: int = 1
@@ -50,7 +51,10 @@ class Row:
 
   @property
   def label(self) -> str:
+    """framework and variant, then K, scan and replicas where they differ from one plain step."""
     label = f'{self.framework} {self.variant}'
+    if self.steps_per_call > 1 or self.scan:
+      label += f' (K={self.steps_per_call}{", scan" if self.scan else ""})'
     return label if self.replicas == 1 else f'{label}, {self.replicas} replicas'
 
 

@@ -1,5 +1,6 @@
 """The PyTorch rows of benchmarks/throughput.py: the reference models of reference/torch_models.py
-in channels_last, eager and torch.compile'd, on a fixed batch on the device."""
+in channels_last, eager and torch.compile'd in each mode asked for, on a fixed batch on the
+device."""
 
 from __future__ import annotations
 
@@ -67,12 +68,13 @@ class TorchRunner:
     return peak
 
 
-def torch_rows(model_name: str, dtype: str, batch_size: int, compile_model: bool) -> list[Row]:
-  """Eager (and torch.compile) rows of one model and dtype."""
+def torch_rows(model_name: str, dtype: str, batch_size: int, modes: list[str]) -> list[Row]:
+  """A row per mode of one model and dtype: 'eager', or a torch.compile mode ('default',
+  'reduce-overhead': CUDA graphs, 'max-autotune': also searches kernel configurations)."""
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   autocast_dtype = {'float32': None, 'bfloat16': torch.bfloat16}[dtype]
 
-  def runner(compiled: bool) -> Runner:
+  def runner(mode: str) -> Runner:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 3, 32, 32, generator=generator).to(
       device, memory_format=torch.channels_last
@@ -83,18 +85,18 @@ def torch_rows(model_name: str, dtype: str, batch_size: int, compile_model: bool
     model = torch_models.MODELS[model_name](cifar.NUM_CLASSES[DATASET]).to(
       device, memory_format=torch.channels_last
     )
-    return TorchRunner(torch.compile(model) if compiled else model, images, labels, autocast_dtype)
+    if mode != 'eager':
+      model = torch.compile(model, mode=mode)
+    return TorchRunner(model, images, labels, autocast_dtype)
 
-  rows = [Row(model_name, dtype, 'PyTorch', 'eager', functools.partial(runner, False))]
-  if compile_model:
-    rows.append(
-      Row(
-        model_name,
-        dtype,
-        'PyTorch',
-        'torch.compile',
-        functools.partial(runner, True),
-        may_fail=True,
-      )
+  return [
+    Row(
+      model_name,
+      dtype,
+      'PyTorch',
+      'eager' if mode == 'eager' else f'torch.compile {mode}',
+      functools.partial(runner, mode),
+      may_fail=mode != 'eager',
     )
-  return rows
+    for mode in modes
+  ]

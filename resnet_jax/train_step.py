@@ -226,13 +226,17 @@ def train_step(
   return new_state, step_metrics
 
 
-def make_train_chunk(step_fn: Callable, aug_keys: jax.Array, mesh: Mesh) -> Callable:
+def make_train_chunk(
+  step_fn: Callable, aug_keys: jax.Array, mesh: Mesh, *, scan: bool = False
+) -> Callable:
   """jit(K steps of step_fn on every replica) as train_chunk(state, images, labels, orders, K).
 
   state, orders (epoch_order of stacked keys) and aug_keys carry the replica axis; K is static.
   Returns the new state and each step's metrics, (K, replicas) arrays on every device. The state
-  is donated. The K steps are unrolled rather than a lax.scan: XLA's CPU backend runs this step
-  about 30 times slower inside a while loop (benchmarks/RESULTS.md).
+  is donated. The K steps are unrolled by default rather than a lax.scan: XLA's CPU backend runs
+  this step about 30 times slower inside a while loop (benchmarks/RESULTS.md). scan=True runs
+  them as a lax.scan, which compiles the step once whatever K (benchmarks/window.py times both
+  on a GPU).
   """
   replicas_step = parallel.over_replicas(step_fn, mesh, in_axes=(0, None, None, 0, 0))
 
@@ -243,9 +247,14 @@ def make_train_chunk(step_fn: Callable, aug_keys: jax.Array, mesh: Mesh) -> Call
     out_shardings=(state_sharding(mesh), parallel.replicated(mesh)),
   )
   def train_chunk(state, images, labels, orders, num_steps):
+    def one_step(state, _):
+      return replicas_step(state, images, labels, orders, aug_keys)
+
+    if scan:
+      return jax.lax.scan(one_step, state, length=num_steps)
     per_step = []
     for _ in range(num_steps):
-      state, step_metrics = replicas_step(state, images, labels, orders, aug_keys)
+      state, step_metrics = one_step(state, None)
       per_step.append(step_metrics)
     return state, jax.tree.map(lambda *values: jnp.stack(values), *per_step)
 
