@@ -3,7 +3,13 @@
 import datetime
 import json
 import os
+import re
+import subprocess
+import sys
+import tarfile
 
+from tests import launching
+from tests.fake_runs import write_run
 from tools import reproduce, reproduction
 from tools.runs import runs_under
 
@@ -126,3 +132,51 @@ def test_a_window_needs_a_data_label_and_budget_0_needs_an_entry(capsys):
     else:
       raise AssertionError(f'{argv} was accepted')
   assert 'needs --entry' in capsys.readouterr().err
+
+
+def test_the_window_script_runs_the_queue_then_speed_rows_into_one_archive(cifar_dir, tmp_path):
+  """tools/gpu_window.sh as a GPU window runs it, on the CPU: the test queue already done (its
+  seeds committed, its long entry too long here), so the time goes to the speed rows."""
+  results = tmp_path / 'results'
+  tiny = reproduction.TEST[0]
+  write_run(
+    results / 'cpu_2026-12-01' / 'reproduction' / 'tiny' / 'seed0-1',
+    model='resnet_test',
+    replicas=[(0.5, 0.8), (0.6, 0.7)],
+    command=['launch.py', *tiny.launch_args(), '--config.seed=0', '--config.num_replicas=2'],
+  )
+  projection = {'entry': 'tiny_long', 'device_kind': 'cpu', 'date': '2026-12-01', 'fits': False}
+  (results / 'cpu_2026-12-01' / 'reproduction' / 'tiny_long').mkdir()
+  (results / 'cpu_2026-12-01' / 'reproduction' / 'tiny_long' / 'projection.json').write_text(
+    json.dumps({**projection, 'budget_s': 420, 'seconds_per_seed': 9999})
+  )
+  # No JAX_PLATFORMS, as on the device machine: JAX looks for every backend it knows.
+  env = {
+    **{k: v for k, v in launching.env(devices=1).items() if k != 'JAX_PLATFORMS'},
+    'PYTHON': sys.executable,
+    'QUEUE': 'test',
+    'SPEED_ROWS': 'cpu_test',
+    'RESULTS': str(results),
+    'CIFAR_DIR': str(cifar_dir),
+  }
+  out = tmp_path / 'out'
+  done = subprocess.run(
+    ['bash', str(launching.REPO / 'tools' / 'gpu_window.sh'), str(out), '200'],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=launching.TIMEOUT_S,
+  )
+  said = done.stdout + done.stderr
+  assert done.returncode == 0, said
+  assert 'no entry left' in said
+  # What a window prints is the tools' own lines, not the libraries' start-up noise: no backend
+  # search, no orbax, no absl-formatted log line of a child (I1202 12:00:00 ...).
+  assert 'Unable to initialize backend' not in said and 'orbax' not in said.lower()
+  assert not re.search(r'^[IWE]\d{4} ', said, re.MULTILINE), said
+  with tarfile.open(out / 'window.tar.gz') as archive:
+    names = archive.getnames()
+  folder = f'./cpu_{datetime.date.today().isoformat()}'
+  speed = [n for n in names if n.startswith(f'{folder}/speed_') and n.endswith('speed.jsonl')]
+  assert len(speed) == 1 and any(n.endswith('summary.txt') for n in names), names
+  assert not any('/reproduction/' in n for n in names)  # nothing trained, nothing copied

@@ -29,7 +29,7 @@ stage="$(mktemp -d)"
 pack() { tar -czf "$out/window.tar.gz" -C "$stage" .; }
 
 if [[ -d .gpu/wheels ]]; then
-  "$python" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_window_site \
+  "$python" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/gpu_window_site \
     .gpu/wheels/*.whl
   export PYTHONPATH="/tmp/gpu_window_site${PYTHONPATH:+:$PYTHONPATH}"
 fi

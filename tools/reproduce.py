@@ -77,6 +77,7 @@ def benchmark_step_seconds(
       and row.get('framework') == 'JAX'
       and row.get('variant') == 'data path'
       and row.get('steps_per_call') == 1
+      and not row.get('scan')
       and not row.get('xla_flags')
       and not row.get('error')
     ):
