@@ -255,7 +255,7 @@ def test_paper_table_has_every_entry_of_the_queue_in_order_run_or_not(tmp_path, 
     rows['ResNet-56']['published'] == '6.97 [1]' and rows['plain-20']['published'] == 'curve [2]'
   )
   out = _main(capsys, '--paper', tmp_path, '--queue=test', '--no_curves')
-  assert list(table_rows(out, PAPER_COLUMNS)) == ['tiny']
+  assert list(table_rows(out, PAPER_COLUMNS)) == ['tiny', 'tiny_long']
   assert 'not comparable' in out and 'JPEG copy' in out
 
 
