@@ -2,7 +2,7 @@
 # One GPU window in one call: the reproduction queue first, then the speed rows with the time
 # that is left, all records in one archive.
 #
-#   bash tools/gpu_window.sh OUT_DIR [WINDOW_S]        # WINDOW_S: the whole call, default 560
+#   bash tools/gpu_window.sh OUT_DIR [WINDOW_S]        # WINDOW_S: the whole call, default 580
 #
 # Writes OUT_DIR/window.tar.gz (unpack into results/: tar -xzf window.tar.gz -C results) holding
 # <gpu>_<date>/reproduction/... (tools/reproduce.py) and <gpu>_<date>/speed_<HHMM>/...
@@ -20,7 +20,7 @@ if [[ $# -lt 1 || $# -gt 2 ]]; then
   exit 2
 fi
 out="$(realpath -m -- "$1")"
-window="${2:-560}"
+window="${2:-580}"
 cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 export PYTHONUNBUFFERED=1
 python="${PYTHON:-python3}"
