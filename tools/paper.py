@@ -34,8 +34,8 @@ NOTE = (
   "seeds: the seeds that trained to their last step, of the entry's planned number; data: "
   "provenance.json's `data`, '?' where it has none. **The data column matters**: the paper's "
   'errors are on CIFAR-10, and errors on CIFAR-10 (JPEG copy) are not comparable with them (a '
-  'model trained on real CIFAR-10 loses about 10 points of top-1 on the JPEG copy test set): '
-  'they stand side by side, nothing more.'
+  'model trained on real CIFAR-10 is said to lose about 10 points of top-1 on the copy; not '
+  'measured here): they stand side by side, nothing more.'
 )
 
 
