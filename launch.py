@@ -1,7 +1,7 @@
 """The entry point: train (or resume) a run, or evaluate its checkpoint.
 
   python launch.py --config=configs/resnet18.py                  # --workdir: runs/resnet18
-  python launch.py --config=configs/resnet18.py --mode=eval
+  python launch.py --workdir=runs/resnet18 --mode=eval           # the config saved in the workdir
   python launch.py --config=configs/resnet20.py --config.batch_size=256 --workdir=/mnt/runs/r20
 
 Several hosts: run the same command on every host (docs/scaling-out.md); JAX's runtime joins
@@ -13,16 +13,24 @@ message and exit status 2, without a traceback; a NaN or infinite loss with 3; a
 SIGTERM or SIGINT, after saving a checkpoint, with 75.
 """
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from resnet_jax import console
+from configs import default
+from resnet_jax import console, records, saved_config
+from resnet_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
-  'config', None, 'A config file from configs/.', lock_config=True
+  'config',
+  None,
+  "A config file from configs/. Default: the --workdir's config.json, the run as it was saved.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Checkpoints, metrics and logs. Default: runs/<config file name>.'
@@ -58,10 +66,11 @@ def _fail(message: str, code: int = USER_ERROR_EXIT) -> None:
   sys.exit(code)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, but an unknown --config.field is a one-line error, not a traceback."""
+@contextlib.contextmanager
+def _flag_errors(argv: list[str]) -> Iterator[None]:
+  """absl's and config_flags' errors as messages: an unknown --config.field is not a traceback."""
   try:
-    return flags.FLAGS(argv)
+    yield
   except (AttributeError, KeyError) as e:
     given = [a for a in argv[1:] if a.startswith('--config.')]
     _fail(
@@ -70,6 +79,36 @@ def _parse_flags(argv: list[str]) -> list[str]:
     )
   except flags.Error as e:
     _fail(f'{e}\nRun with --helpfull to see the flags.')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, leaving --config.field=value to main when there is no --config.
+
+  Without --config the overrides are no flags yet: main applies them to the workdir's config.json.
+  """
+  with _flag_errors(argv):
+    rest = flags.FLAGS(argv, known_only=True)
+    # With --config every override was a flag: what is left is positional or an unknown flag,
+    # which the strict parse reports.
+    return rest if _CONFIG.value is None else flags.FLAGS(rest)
+
+
+def _saved_config(workdir: str, argv: list[str]) -> tuple[ml_collections.ConfigDict, list[str]]:
+  """The config.json of the run in workdir with argv's overrides applied; and the rest of argv."""
+  path = os.path.join(workdir, records.CONFIG)
+  saved = records.read_config(workdir)
+  if saved is None:
+    _fail(
+      f"No --config, and no {path} to take the run's config from (training writes it there). "
+      'Pass --config=configs/<recipe>.py, or the --workdir of a run.'
+    )
+  logging.info('Config: %s, as the run saved it.', path)
+  try:
+    config = saved_config.from_saved(saved, default.get_config(), path)
+  except UserError as e:
+    _fail(str(e))
+  with _flag_errors(argv):
+    return config, saved_config.apply_overrides(config, argv)
 
 
 def _default_workdir() -> str:
@@ -81,19 +120,24 @@ def _default_workdir() -> str:
 
 def main(argv: list[str]) -> None:
   console.quiet_libraries(__file__)
-  if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}: every setting is a --flag or --config.field=value.')
-  if _CONFIG.value is None:
-    _fail('--config is required, e.g. --config=configs/resnet20.py.')
+  config = _CONFIG.value
+  if config is None and _WORKDIR.value is None:
+    _fail(
+      '--config is required, e.g. --config=configs/resnet20.py, unless --workdir names a run '
+      'to take its config.json from.'
+    )
   workdir = _WORKDIR.value or _default_workdir()
   if '://' in workdir:
     _fail(
       f'--workdir={workdir}: a URL cannot be a workdir. Mount the bucket on every host (e.g. '
       'with gcsfuse) and pass the mounted path.'
     )
+  if config is None:
+    config, argv = _saved_config(workdir, argv)
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}: every setting is a --flag or --config.field=value.')
   # Imported here so --help and flag errors answer without loading JAX.
   from resnet_jax import distributed, guards, train
-  from resnet_jax.errors import UserError
   from resnet_jax.evaluate_checkpoint import evaluate_checkpoint
 
   try:
@@ -104,9 +148,9 @@ def main(argv: list[str]) -> None:
     if not distributed.is_writer():
       logging.set_verbosity(logging.WARNING)  # process 0 tells the story; the rest only warn
     if _MODE.value == 'train':
-      train.train_and_evaluate(_CONFIG.value, workdir)
+      train.train_and_evaluate(config, workdir)
     else:
-      evaluate_checkpoint(_CONFIG.value, workdir)
+      evaluate_checkpoint(config, workdir)
   except UserError as e:
     _fail(str(e))
   except FloatingPointError as e:

@@ -2,13 +2,15 @@
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from resnet_jax import records
+from configs import default, paper_cifar, resnet_test
+from resnet_jax import records, saved_config
 from tests import fake_cifar
 from tests.launching import REPO, TIMEOUT_S, env, launch
 
@@ -85,6 +87,70 @@ def test_eval_reproduces_the_final_test_accuracy(trained, cifar_dir):
   assert evaluated['test']['top1'] == final['top1']
   assert evaluated['test']['top5'] == final['top5']
   assert evaluated['test']['loss'] == pytest.approx(final['loss'], rel=1e-6)
+
+
+def test_the_workdir_alone_evaluates_its_run_as_saved_with_overrides_on_top(trained, cifar_dir):
+  workdir, _ = trained
+  given = launch(
+    '--config=configs/resnet_test.py',
+    f'--config.dataset.data_dir={cifar_dir}',
+    f'--workdir={workdir}',
+    '--mode=eval',
+  )
+  assert given.returncode == 0, given.stderr[-3000:]
+  with_config = json.loads((workdir / 'eval_8.json').read_text())
+  # No --config: config.json's data flags find the archive (default.py's would look in data/).
+  alone = launch(f'--workdir={workdir}', '--mode=eval')
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  assert json.loads((workdir / 'eval_8.json').read_text()) == with_config
+  flipped = launch(f'--workdir={workdir}', '--mode=eval', '--config.eval.flip_tta=True')
+  assert flipped.returncode == 0, flipped.stderr[-3000:]
+  test = json.loads((workdir / 'eval_8.json').read_text())['test']
+  assert {'loss_flip_tta', 'top1_flip_tta', 'top5_flip_tta'} <= test.keys()
+  assert test['top1'] == with_config['test']['top1']
+
+
+def test_the_workdir_alone_resumes_its_run_as_saved(trained, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained[0], workdir)
+  saved = json.loads((workdir / 'config.json').read_text())
+  # As written before eval.flip_tta existed, by a resume that was allowed to change the config.
+  old = {**saved, 'allow_config_change': True, 'eval': dict(saved['eval'])}
+  del old['eval']['flip_tta']
+  (workdir / 'config.json').write_text(json.dumps(old))
+  result = launch(f'--workdir={workdir}', '--config.num_train_steps=12')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'has no eval.flip_tta' in result.stderr
+  assert 'Resumed from the checkpoint of step 8' in result.stderr
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['12', '8']
+  # The default filled in; the permission to change the config was the old command's only.
+  assert json.loads((workdir / 'config.json').read_text()) == {**saved, 'num_train_steps': 12}
+
+
+def test_a_saved_config_reads_back_as_its_config_file_made_it():
+  for made in (paper_cifar.get_config('resnet110'), resnet_test.get_config()):
+    made.profile_steps = (2, 4)
+    saved = json.loads(made.to_json_best_effort())
+    back = saved_config.from_saved(saved, default.get_config(), 'config.json')
+    assert back == made
+    assert type(back.schedule.boundaries) is type(back.profile_steps) is tuple
+
+
+@pytest.mark.parametrize(
+  'args, words',
+  [
+    ([], ['--config is required', '--workdir']),
+    (['--workdir={empty}'], ['config.json', '--config=configs/']),
+    (['--workdir={run}', '--config.eval.flip_ttaa=True'], ['unknown config field', 'flip_tta']),
+    (['--workdir={run}', '--config.eval.flip_tta=maybe'], ['--config.eval.flip_tta=maybe']),
+  ],
+)
+def test_the_workdir_alone_refuses_what_it_cannot_take(trained, tmp_path, args, words):
+  run = trained[0]
+  before = sorted(str(p) for p in run.rglob('*'))
+  result = launch('--mode=eval', *(a.format(empty=tmp_path, run=run) for a in args))
+  _assert_refused(result, *words)
+  assert sorted(str(p) for p in run.rglob('*')) == before
 
 
 def test_workdir_defaults_to_runs_and_the_config_name(cifar_dir, tmp_path):
