@@ -118,5 +118,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Also report loss, top-1 and top-5 of the logits averaged over each image and its horizontal
   # flip (*_flip_tta in metrics.jsonl and eval_<step>.json); costs a second forward pass.
   config.eval.flip_tta = False
+  # Other test sets --mode=eval evaluates beside the test split, by tfds name, e.g.
+  # "('cifar10_1', 'cifar10_corrupted/gaussian_noise_5')" (a single name needs no brackets).
+  # 'cifar10_corrupted': all of CIFAR-10-C, with the benchmark's mean over its 15 corruptions x 5
+  # severities (the 4 held-out corruptions apart). CIFAR-10 models only; docs/data.md.
+  config.eval.extra_datasets = ()
+  # Where tfds prepares them (on first use, needing the network once); '': dataset.data_dir.
+  # Set it when dataset.source='archive', to keep tfds's folders out of the archive's.
+  config.eval.extra_data_dir = ''
 
   return config

@@ -126,9 +126,27 @@ def summarize(
   result: dict[str, Any] = {'count': count, 'replicas': replicas}
   if len(replicas) > 1:
     result['live_replicas'] = len(live)
-  for name in per_replica[0]:
-    if live:
-      result[name] = statistics.fmean(v[name] for v in live)
+  for name in live[0] if live else ():
+    result[name] = statistics.fmean(v[name] for v in live)
     if len(replicas) > 1 and len(live) > 1:
       result[f'{name}_std'] = statistics.stdev(v[name] for v in live)
   return result
+
+
+def mean_of(results: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+  """Several splits' summarize() results as one: each replica's metrics averaged over the splits
+  (each split weighs the same), then summarised as a split of all their examples, with `splits`
+  (how many were averaged)."""
+  diverged_at = [entry.get('diverged_at', 0) for entry in results[0]['replicas']]
+  per_replica = [
+    {}
+    if diverged
+    else {
+      name: statistics.fmean(result['replicas'][k][name] for result in results)
+      for name in results[0]['replicas'][k]
+      if name not in ('replica', 'seed')
+    }
+    for k, diverged in enumerate(diverged_at)
+  ]
+  count = sum(result['count'] for result in results)
+  return {'splits': len(results), **summarize(per_replica, seeds, diverged_at, count)}

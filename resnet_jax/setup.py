@@ -7,6 +7,7 @@ start here, so they build the same run from the same config.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
@@ -75,12 +76,17 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   )
 
 
+def prepare_tfds(names: Sequence[str], data_dir: str) -> None:
+  """Prepares tfds datasets not yet under data_dir: process 0 alone, while the others wait."""
+  if distributed.is_writer():
+    tfds_source.prepare(names, data_dir)
+  distributed.wait_for_all('tfds datasets prepared')
+
+
 def load_dataset(config: ml_collections.ConfigDict) -> cifar.CifarData:
   """The config's dataset on the host; a tfds dataset is prepared first, by process 0 alone."""
   if config.dataset.source == 'tfds':
-    if distributed.is_writer():
-      tfds_source.prepare(config.dataset.name, config.dataset.data_dir)
-    distributed.wait_for_all('tfds dataset prepared')
+    prepare_tfds([config.dataset.name], config.dataset.data_dir)
   return data.load(
     config.dataset.name,
     config.dataset.source,

@@ -1,9 +1,10 @@
-"""The 'tfds' source: CIFAR through tensorflow-datasets, prepared as ArrayRecord, read once.
+"""The 'tfds' source: datasets through tensorflow-datasets, prepared as ArrayRecord, read once.
 
-tfds's CIFAR builder needs TensorFlow to prepare the dataset (it reads the downloaded archive with
-tf.io.gfile), so preparation runs in a child process, `python -m resnet_jax.tfds_source NAME DIR`,
-with the CPU-only tensorflow-cpu; TensorFlow never loads into the training process. Reading goes
-through `tfds.data_source` (ArrayRecord, images decoded by Pillow) into uint8 arrays.
+CIFAR-10 and CIFAR-100 for training, and the other test sets of extra_sets.py (CIFAR-10.1,
+CIFAR-10-C). tfds's builders need TensorFlow to prepare a dataset (they read the downloaded files
+with tf.io.gfile), so preparation runs in a child process, `python -m resnet_jax.tfds_source
+NAME... DIR`, with the CPU-only tensorflow-cpu; TensorFlow never loads into the training process.
+Reading goes through `tfds.data_source` (ArrayRecord, images decoded by Pillow) into uint8 arrays.
 
 tensorflow_datasets itself is imported inside the functions, so the package imports without it.
 """
@@ -14,14 +15,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from resnet_jax import archive_source
-from resnet_jax.cifar import Split
+from resnet_jax import archive_source, cifar, extra_sets
 from resnet_jax.errors import UserError
 
-DOWNLOAD_HOST = 'www.cs.toronto.edu'  # where tfds's CIFAR builders download the archives
+# Where each tfds builder downloads its files (the host of its URLs), by dataset name.
+DOWNLOAD_HOSTS = {
+  'cifar10': 'www.cs.toronto.edu',
+  'cifar100': 'www.cs.toronto.edu',
+  'cifar10_1': 'github.com',
+  'cifar10_corrupted': 'zenodo.org',
+}
 PROBE_TIMEOUT_S = 5.0
 PREPARE_TIMEOUT_S = 3600
 
@@ -48,26 +55,49 @@ def _builder(name: str, data_dir: str):
     ) from e
 
 
-def _probe_network(name: str, data_dir: str) -> None:
-  """Fails in seconds where tfds would retry its download for minutes."""
-  try:
-    socket.create_connection((DOWNLOAD_HOST, 443), timeout=PROBE_TIMEOUT_S).close()
-  except OSError as e:
-    archive = archive_source.tarball(name)
-    raise UserError(
-      f'{name} is not prepared in {_data_dir(data_dir)}, and {DOWNLOAD_HOST} cannot be '
-      f'reached to download it ({e}). Offline, copy the official archive {archive} into a '
-      'folder and run with --config.dataset.source=archive '
-      '--config.dataset.data_dir=THAT_FOLDER.'
-    ) from e
+def _listing(names: Sequence[str]) -> str:
+  return ', '.join(names[:3]) + (f' and {len(names) - 3} more' if len(names) > 3 else '')
 
 
-def prepare(name: str, data_dir: str) -> None:
-  """Prepares `name` under data_dir unless it is there already; TensorFlow runs in a child."""
-  if _builder(name, data_dir).is_prepared():
+def _probe_network(names: Sequence[str], data_dir: str) -> None:
+  """Fails in seconds where tfds would retry its download for minutes: probes each host once."""
+  by_host: dict[str, list[str]] = {}
+  for name in names:
+    by_host.setdefault(DOWNLOAD_HOSTS[extra_sets.family(name)], []).append(name)
+  for host, missing in by_host.items():
+    try:
+      socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+      family = extra_sets.family(missing[0])
+      unreachable = (
+        f'{_listing(missing)} {"is" if len(missing) == 1 else "are"} not prepared in '
+        f'{_data_dir(data_dir)}, and {host} cannot be reached to download '
+        f'{"it" if len(missing) == 1 else "them"} ({e}).'
+      )
+      if family in cifar.DATASET_NAMES:
+        advice = (
+          f'Offline, copy the official archive {archive_source.tarball(family)} into a folder '
+          'and run with --config.dataset.source=archive --config.dataset.data_dir=THAT_FOLDER.'
+        )
+      else:
+        # tfds is the only reader of these: no archive source to fall back on.
+        command = ' '.join(missing) if len(missing) <= 3 else family
+        advice = (
+          f'{family} has no archive source: it needs the network once. Prepare it on a machine '
+          f'that reaches {host} (python -m resnet_jax.tfds_source {command} DIR), or copy a '
+          f'prepared tfds data_dir from another machine: its {family}/ folder into '
+          f'{_data_dir(data_dir)}.'
+        )
+      raise UserError(f'{unreachable} {advice}') from e
+
+
+def prepare(names: Sequence[str], data_dir: str) -> None:
+  """Prepares those of the tfds `names` not yet under data_dir; TensorFlow runs in one child."""
+  missing = [name for name in names if not _builder(name, data_dir).is_prepared()]
+  if not missing:
     return
-  _probe_network(name, data_dir)
-  command = [sys.executable, '-m', 'resnet_jax.tfds_source', name, _data_dir(data_dir)]
+  _probe_network(missing, data_dir)
+  command = [sys.executable, '-m', 'resnet_jax.tfds_source', *missing, _data_dir(data_dir)]
   # The child sees no GPU: TensorFlow must not take accelerator memory beside JAX.
   env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '2'}
   start = time.perf_counter()
@@ -76,17 +106,18 @@ def prepare(name: str, data_dir: str) -> None:
   )
   if result.returncode != 0:
     raise UserError(
-      f'Preparing {name} with tensorflow-datasets in {_data_dir(data_dir)} '
+      f'Preparing {_listing(missing)} with tensorflow-datasets in {_data_dir(data_dir)} '
       f'failed:\n{result.stderr[-3000:]}\nIs tensorflow-cpu installed '
       '(pip install -r requirements.txt)?'
     )
   print(
-    f'Prepared {name} in {_data_dir(data_dir)} in {time.perf_counter() - start:.1f} s.',
+    f'Prepared {_listing(missing)} in {_data_dir(data_dir)} in '
+    f'{time.perf_counter() - start:.1f} s.',
     file=sys.stderr,
   )
 
 
-def _read_split(name: str, split: str, data_dir: str) -> Split:
+def _read_split(name: str, split: str, data_dir: str) -> cifar.Split:
   import tensorflow_datasets as tfds
 
   source = tfds.data_source(
@@ -104,31 +135,39 @@ def _read_split(name: str, split: str, data_dir: str) -> Split:
     record = source[i]
     images[i] = record['image']
     labels[i] = record['label']
-    ids.append(record['id'])
-  # tfds shuffles records as it writes them; its ids ('train_00042') give back the official
+    if 'id' in record:
+      ids.append(record['id'])
+  if not ids:  # CIFAR-10.1 and CIFAR-10-C have none; their order changes no metric
+    return cifar.Split(images, labels)
+  # tfds shuffles records as it writes them; CIFAR's ids ('train_00042') give back the official
   # order, so both sources yield the same arrays (and the same validation split).
   order = np.argsort(np.asarray(ids), kind='stable')
-  return Split(images[order], labels[order])
+  return cifar.Split(images[order], labels[order])
 
 
-def load(name: str, data_dir: str) -> tuple[Split, Split]:
-  """(train, test) of a prepared dataset, in the official order."""
+def load(
+  name: str, data_dir: str, splits: Sequence[str] = ('train', 'test')
+) -> tuple[cifar.Split, ...]:
+  """The splits of a prepared dataset (default train and test), CIFAR's in the official order."""
   import tensorflow_datasets as tfds
 
   try:
-    return (_read_split(name, 'train', data_dir), _read_split(name, 'test', data_dir))
+    return tuple(_read_split(name, split, data_dir) for split in splits)
   except (tfds.core.DatasetNotFoundError, FileNotFoundError) as e:
     raise UserError(f'{name} is not prepared as ArrayRecord in {_data_dir(data_dir)} ({e}).') from e
 
 
-def download_and_prepare(name: str, data_dir: str) -> None:
-  """The child's work: tfds's own builder downloads and prepares the dataset (needs TF)."""
-  _builder(name, data_dir).download_and_prepare()
+def download_and_prepare(names: Sequence[str], data_dir: str) -> None:
+  """The child's work: tfds's own builders download and prepare the datasets (needs TF)."""
+  for name in names:
+    _builder(name, data_dir).download_and_prepare()
 
 
 if __name__ == '__main__':
-  parser = argparse.ArgumentParser(description='Prepare a CIFAR dataset with tfds (needs TF).')
-  parser.add_argument('name')
+  parser = argparse.ArgumentParser(description='Prepare tfds datasets as ArrayRecord (needs TF).')
+  parser.add_argument(
+    'names', nargs='+', help='cifar10, cifar100, or names as config.eval.extra_datasets takes them'
+  )
   parser.add_argument('data_dir')
   args = parser.parse_args()
-  download_and_prepare(args.name, args.data_dir)
+  download_and_prepare(extra_sets.expand(args.names), args.data_dir)

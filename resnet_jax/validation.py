@@ -1,16 +1,17 @@
 """Every config value, checked once, before anything is built; each error names its field.
 
 validate_config checks each section against the registries of the modules that use it (models,
-datasets, sources, schedules), so no list of allowed values is kept twice, and the model, data
-and optimiser code trusts what passed. validate_timeline checks what only the resolved step counts
-can tell (a warm-up longer than the run, a batch larger than the training set).
+datasets, sources, schedules, other test sets), so no list of allowed values is kept twice, and
+the model, data and optimiser code trusts what passed. validate_timeline checks what only the
+resolved step counts can tell (a warm-up longer than the run, a batch larger than the training
+set).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from resnet_jax import cifar, data, models, optim, parallel
+from resnet_jax import cifar, data, extra_sets, models, optim, parallel
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ def _cadences(config: Any) -> None:
   _number(config.keep_checkpoints, 'keep_checkpoints', minimum=1)
 
 
-def _eval(ev: Any, group_size: int) -> None:
+def _eval(ev: Any, group_size: int, dataset: str) -> None:
   _number(ev.batch_size, 'eval.batch_size', minimum=1)
   if ev.batch_size % group_size:
     raise UserError(
@@ -179,6 +180,12 @@ def _eval(ev: Any, group_size: int) -> None:
     )
   _number(ev.step, 'eval.step', minimum=-1)
   _flag(ev.flip_tta, 'eval.flip_tta')
+  extra_sets.check(ev.extra_datasets, dataset)
+  if not isinstance(ev.extra_data_dir, str):
+    raise UserError(
+      f"config.eval.extra_data_dir={ev.extra_data_dir!r} must be a folder path, or '' for "
+      'config.dataset.data_dir.'
+    )
 
 
 def _runtime(config: Any) -> None:
@@ -208,7 +215,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   _optimizer(config.optimizer)
   _schedule(config.schedule)
   _cadences(config)
-  _eval(config.eval, group_size)
+  _eval(config.eval, group_size, config.dataset.name)
   _runtime(config)
 
 

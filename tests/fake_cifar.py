@@ -118,3 +118,28 @@ def write_cifar100(
   }
   _write(directory, 'cifar-100-binary', 'cifar-100-binary.tar.gz', files, form)
   return FakeCifar(train_images, train_labels, test_images, test_labels)
+
+
+def write_cifar10_1(
+  directory: pathlib.Path, images: np.ndarray, labels: np.ndarray, version: str = 'v4'
+) -> None:
+  """CIFAR-10.1's two .npy files, as its GitHub repository serves them (tfds downloads both)."""
+  directory.mkdir(parents=True, exist_ok=True)
+  np.save(directory / f'cifar10.1_{version}_data.npy', images)
+  np.save(directory / f'cifar10.1_{version}_labels.npy', labels.astype(np.int64))
+
+
+def write_cifar10_c(
+  directory: pathlib.Path, severities: dict[str, np.ndarray], labels: np.ndarray
+) -> None:
+  """CIFAR-10-C as its tarball extracts: CIFAR-10-C/<file>.npy and labels.npy.
+
+  severities: the archive's file name (gaussian_noise, glass_blur, ...) -> (5, n, 32, 32, 3)
+  uint8 images, severity 1 first; each file stacks them, and labels.npy the n labels 5 times.
+  Only the files given are written: tfds reads just the one of the config it prepares.
+  """
+  folder = directory / 'CIFAR-10-C'
+  folder.mkdir(parents=True, exist_ok=True)
+  for name, images in severities.items():
+    np.save(folder / f'{name}.npy', images.reshape(-1, 32, 32, 3))
+  np.save(folder / 'labels.npy', np.tile(labels, 5).astype(np.uint8))

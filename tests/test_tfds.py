@@ -1,7 +1,5 @@
 """The tfds source: mock data, the real CIFAR builders on small archives, and the offline error."""
 
-import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -15,21 +13,9 @@ tfds = pytest.importorskip('tensorflow_datasets')
 from resnet_jax import archive_source, cifar, data, tfds_source  # noqa: E402
 from resnet_jax.errors import UserError  # noqa: E402
 from tests import fake_cifar  # noqa: E402
+from tests.tfds_offline import REPO, prepare_offline  # noqa: E402
 
 WRITERS = {'cifar10': fake_cifar.write_cifar10, 'cifar100': fake_cifar.write_cifar100}
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _prepare_offline(name: str, data_dir: pathlib.Path, archive: pathlib.Path) -> None:
-  """tfds's real builder on a local archive, in a child process as tfds_source.prepare runs it."""
-  subprocess.run(
-    [sys.executable, '-m', 'tests.tfds_offline', name, str(data_dir), str(archive)],
-    check=True,
-    timeout=300,
-    cwd=REPO,
-    capture_output=True,
-    env={**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'TF_CPP_MIN_LOG_LEVEL': '2'},
-  )
 
 
 @pytest.mark.parametrize('name', cifar.DATASET_NAMES)
@@ -48,8 +34,9 @@ def test_mock_data_reads_into_uint8_arrays(name, tmp_path):
 def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, tmp_path):
   fake = WRITERS[name](tmp_path / 'archive', form='parent')
   start = time.perf_counter()
-  _prepare_offline(name, tmp_path / 'tfds', tmp_path / 'archive')
+  hosts = prepare_offline(tmp_path / 'tfds', tmp_path / 'archive', [name])
   print(f'prepared {name} in {time.perf_counter() - start:.1f} s')
+  assert hosts == {tfds_source.DOWNLOAD_HOSTS[name]}  # what the network probe asks
   train, test = tfds_source.load(name, str(tmp_path / 'tfds'))
   np.testing.assert_array_equal(train.images, fake.train_images)
   np.testing.assert_array_equal(train.labels, fake.train_labels)
@@ -60,20 +47,20 @@ def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, t
   np.testing.assert_array_equal(train.images, archive_train.images)
   # Prepared once: a second prepare finds it and starts no child.
   start = time.perf_counter()
-  tfds_source.prepare(name, str(tmp_path / 'tfds'))
+  tfds_source.prepare([name], str(tmp_path / 'tfds'))
   assert time.perf_counter() - start < 2
 
 
 def test_tensorflow_never_loads_into_the_training_process(tmp_path):
   # A fresh interpreter: this one may have loaded TensorFlow for other tests' readers.
   fake_cifar.write_cifar10(tmp_path / 'archive', form='parent')
-  _prepare_offline('cifar10', tmp_path / 'tfds', tmp_path / 'archive')
+  prepare_offline(tmp_path / 'tfds', tmp_path / 'archive', ['cifar10'])
   script = f"""
 import sys
 from resnet_jax import models
 assert 'tensorflow_datasets' not in sys.modules, 'models imports tfds'
 from resnet_jax import records, tfds_source, train
-tfds_source.prepare('cifar10', {str(tmp_path / 'tfds')!r})  # prepared: starts no child
+tfds_source.prepare(['cifar10'], {str(tmp_path / 'tfds')!r})  # prepared: starts no child
 tfds_source.load('cifar10', {str(tmp_path / 'tfds')!r})
 log = records.MetricsLog({str(tmp_path / 'run')!r}, 0, seeds=[0])
 log.write(1, 'train', [{{'loss': 1.0}}])
@@ -87,17 +74,28 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
   assert result.stdout.strip().splitlines()[-1] == '[]'
 
 
-def test_offline_fails_within_seconds_naming_the_archive_source(tmp_path, monkeypatch):
+def _offline(monkeypatch) -> list:
+  """Makes every connection fail; returns the list of the addresses tried."""
+  tried = []
+
   def unreachable(address, timeout=None):
+    tried.append(address)
     raise OSError(101, 'Network is unreachable')
 
   monkeypatch.setattr(socket, 'create_connection', unreachable)
+  return tried
+
+
+def test_offline_fails_within_seconds_naming_the_archive_source(tmp_path, monkeypatch):
+  tried = _offline(monkeypatch)
   start = time.perf_counter()
   with pytest.raises(UserError) as error:
-    tfds_source.prepare('cifar10', str(tmp_path))
+    tfds_source.prepare(['cifar10'], str(tmp_path))
   assert time.perf_counter() - start < 5
+  assert tried == [('www.cs.toronto.edu', 443)]
   message = str(error.value)
   for words in (
+    'cifar10 is not prepared',
     'cannot be reached',
     'Network is unreachable',
     'cifar-10-binary.tar.gz',
@@ -105,6 +103,33 @@ def test_offline_fails_within_seconds_naming_the_archive_source(tmp_path, monkey
     '--config.dataset.data_dir',
   ):
     assert words in message, message
+
+
+@pytest.mark.parametrize(
+  'names, host',
+  [
+    (['cifar10_1'], 'github.com'),
+    (['cifar10_corrupted/gaussian_noise_5', 'cifar10_corrupted/fog_1'], 'zenodo.org'),
+  ],
+)
+def test_offline_a_test_set_without_an_archive_needs_the_network_once(
+  names, host, tmp_path, monkeypatch
+):
+  tried = _offline(monkeypatch)
+  with pytest.raises(UserError) as error:
+    tfds_source.prepare(names, str(tmp_path))
+  assert tried == [(host, 443)]  # the dataset's own download host
+  message = str(error.value)
+  family = names[0].split('/')[0]
+  for words in (
+    ', '.join(names),
+    f'{host} cannot be reached',
+    f'{family} has no archive source: it needs the network once',
+    f'python -m resnet_jax.tfds_source {" ".join(names)} DIR',
+    f'copy a prepared tfds data_dir from another machine: its {family}/ folder into {tmp_path}',
+  ):
+    assert words in message, message
+  assert 'source=archive' not in message
 
 
 def test_a_tfrecord_copy_is_refused_with_what_to_do(tmp_path):
@@ -126,4 +151,4 @@ with mock.patch.object(tfds.download.DownloadManager, 'download_and_extract',
     capture_output=True,
   )
   with pytest.raises(UserError, match='other format than ArrayRecord.*data_source cannot'):
-    tfds_source.prepare('cifar10', str(tmp_path / 'tfds'))
+    tfds_source.prepare(['cifar10'], str(tmp_path / 'tfds'))

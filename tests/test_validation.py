@@ -3,7 +3,7 @@
 import pytest
 
 from configs import default, paper_cifar, resnet_test
-from resnet_jax import models, timeline, validation
+from resnet_jax import extra_sets, models, timeline, validation
 from resnet_jax.errors import UserError
 
 
@@ -53,6 +53,14 @@ def test_plain_nets_run_from_the_paper_recipe_and_refuse_a_shortcut():
     ('schedule', 'warmup_epochs', -1.0, 'at least 0'),
     ('optimizer', 'momentum', 1.5, 'at most 1'),
     ('eval', 'batch_size', 6, 'divisible by the number of devices'),
+    (
+      'eval',
+      'extra_datasets',
+      ('cifar10.1',),
+      "'cifar10.1', which is not a test set .*'cifar10_1'",
+    ),
+    ('eval', 'extra_datasets', ('cifar10_corrupted/fog_6',), 'severity from 1 to 5'),
+    ('eval', 'extra_data_dir', None, "extra_data_dir=None must be a folder path, or ''"),
   ],
 )
 def test_a_bad_value_names_its_field(section, field, value, match):
@@ -86,3 +94,25 @@ def test_what_only_the_step_counts_tell_is_checked_once_resolved():
   config = default.get_config()
   with pytest.raises(UserError, match='larger than the training set'):
     validation.validate_timeline(timeline.resolve(config, 100), 100, 128)
+
+
+def test_other_test_sets_are_known_names_of_the_models_classes():
+  config = default.get_config()
+  config.eval.extra_datasets = (
+    'cifar10_1',
+    'cifar10_1/v6',
+    'cifar10_corrupted',
+    'cifar10_corrupted/frosted_glass_blur_3',
+    'cifar10_corrupted/speckle_noise_5',
+  )
+  validation.validate_config(config, 4)
+  # ml_collections refuses a string for a tuple field; a config rebuilt from JSON has a list.
+  extra_sets.check(['cifar10_1'], 'cifar10')
+  with pytest.raises(UserError, match=r"extra_datasets='cifar10_1' must be a tuple of names"):
+    extra_sets.check('cifar10_1', 'cifar10')
+  config.dataset.name = 'cifar100'
+  _refused(
+    config,
+    r"'cifar10_1', whose labels are the classes of cifar10, but this run trains a cifar100 "
+    r'model. Remove it from --config.eval.extra_datasets',
+  )
