@@ -119,4 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
   # flip (*_flip_tta in metrics.jsonl and eval_<step>.json); costs a second forward pass.
   config.eval.flip_tta = False
 
+  # --mode=export writes checkpoint eval.step (-1: the latest) to workdir/export/<step>/.
+  config.export = ml_collections.ConfigDict()
+  # Which replica to export (the run of seed + replica).
+  config.export.replica = 0
+  # Replace an export of the same step; without it, one that exists is refused.
+  config.export.overwrite = False
+
   return config

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import jax
 from absl import logging
 
 from resnet_jax import checkpoint, console, distributed, records, validation
-from resnet_jax.errors import UserError
 from resnet_jax.setup import setup
 
 if TYPE_CHECKING:
@@ -23,20 +21,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   standard deviations, and every replica's own numbers.
   """
   validation.validate_config(config, jax.device_count())
-  if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-    raise UserError(
-      f'No checkpoints in {workdir}: train first (--mode=train) or pass the '
-      '--workdir of a trained run.'
-    )
-  manager = checkpoint.create_manager(workdir, create=False)
-  steps = manager.all_steps()
-  step = config.eval.step if config.eval.step >= 0 else (max(steps) if steps else None)
-  if step is None or step not in steps:
-    raise UserError(
-      f'No checkpoint of step {config.eval.step if step is None else step} in '
-      f'{checkpoint.checkpoint_dir(workdir)}; the saved steps are '
-      f'{sorted(steps) or "none"}.'
-    )
+  manager, step = checkpoint.open_step(workdir, config.eval.step)
   run = setup(config)
   state = checkpoint.restore(manager, step, run.state)
   manager.close()

@@ -53,6 +53,8 @@ def test_plain_nets_run_from_the_paper_recipe_and_refuse_a_shortcut():
     ('schedule', 'warmup_epochs', -1.0, 'at least 0'),
     ('optimizer', 'momentum', 1.5, 'at most 1'),
     ('eval', 'batch_size', 6, 'divisible by the number of devices'),
+    ('export', 'replica', 1, r'num_replicas=1, replicas 0 to 0'),
+    ('export', 'overwrite', None, 'must be True or False'),
   ],
 )
 def test_a_bad_value_names_its_field(section, field, value, match):
