@@ -1,7 +1,8 @@
-"""The entry point: train (or resume) a run, or evaluate its checkpoint.
+"""The entry point: train (or resume) a run, evaluate its checkpoint, or export it.
 
   python launch.py --config=configs/resnet18.py                  # --workdir: runs/resnet18
   python launch.py --workdir=runs/resnet18 --mode=eval           # the config saved in the workdir
+  python launch.py --workdir=runs/resnet18 --mode=export         # weights for PyTorch and flax
   python launch.py --config=configs/resnet20.py --config.batch_size=256 --workdir=/mnt/runs/r20
 
 Several hosts: run the same command on every host (docs/scaling-out.md); JAX's runtime joins
@@ -38,8 +39,9 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum(
   'mode',
   'train',
-  ['train', 'eval'],
-  'train: train or resume; eval: evaluate a checkpoint of the workdir.',
+  ['train', 'eval', 'export'],
+  'train: train or resume; eval: evaluate a checkpoint of the workdir; export: write one for '
+  'PyTorch and flax to workdir/export/<step>/.',
 )
 
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -139,6 +141,7 @@ def main(argv: list[str]) -> None:
   # Imported here so --help and flag errors answer without loading JAX.
   from resnet_jax import distributed, guards, train
   from resnet_jax.evaluate_checkpoint import evaluate_checkpoint
+  from resnet_jax.export import export_checkpoint
 
   try:
     # Before anything touches a device: JAX's backends must see every process.
@@ -149,8 +152,10 @@ def main(argv: list[str]) -> None:
       logging.set_verbosity(logging.WARNING)  # process 0 tells the story; the rest only warn
     if _MODE.value == 'train':
       train.train_and_evaluate(config, workdir)
-    else:
+    elif _MODE.value == 'eval':
       evaluate_checkpoint(config, workdir)
+    else:
+      export_checkpoint(config, workdir)
   except UserError as e:
     _fail(str(e))
   except FloatingPointError as e:

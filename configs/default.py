@@ -127,4 +127,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Set it when dataset.source='archive', to keep tfds's folders out of the archive's.
   config.eval.extra_data_dir = ''
 
+  # --mode=export writes checkpoint eval.step (-1: the latest) to workdir/export/<step>/.
+  config.export = ml_collections.ConfigDict()
+  # Which replica to export (the run of seed + replica).
+  config.export.replica = 0
+  # Replace an export of the same step; without it, one that exists is refused.
+  config.export.overwrite = False
+
   return config

@@ -17,12 +17,12 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from flax import traverse_util
 from torch import nn
 from torch.nn import init
+
+from resnet_jax import export
 
 # --- akamaster/pytorch_resnet_cifar10 resnet.py ---
 
@@ -257,30 +257,12 @@ def train_step(
 
 # --- flax -> PyTorch weights ---
 
-# flax leaf name -> PyTorch state_dict suffix, per variable collection.
-_LEAF_NAMES = {
-  'params': {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'},
-  'batch_stats': {'mean': 'running_mean', 'var': 'running_var'},
-}
-_MODULE_NAMES = {'shortcut_conv': 'shortcut.0', 'shortcut_bn': 'shortcut.1'}
-
-
-def _torch_key(collection: str, path: tuple[str, ...]) -> str:
-  # layer2_0 -> layer2.0 (an index into nn.Sequential).
-  modules = [_MODULE_NAMES.get(m, m.replace('_', '.')) for m in path[:-1]]
-  return '.'.join(modules + [_LEAF_NAMES[collection][path[-1]]])
-
-
-def _to_torch_layout(value: np.ndarray) -> np.ndarray:
-  if value.ndim == 4:  # conv kernel: HWIO -> OIHW.
-    return value.transpose(3, 2, 0, 1)
-  if value.ndim == 2:  # dense kernel: (in, out) -> (out, in).
-    return value.T
-  return value
-
 
 def load_flax_variables(torch_model: nn.Module, variables: Mapping[str, Any]) -> None:
   """Copies flax params and batch_stats into torch_model, in place.
+
+  The names and layouts are resnet_jax.export's (the state dict --mode=export writes); the
+  model's num_batches_tracked counters are left as they are.
 
   Args:
     torch_model: a model of this module, of the same architecture.
@@ -291,19 +273,13 @@ def load_flax_variables(torch_model: nn.Module, variables: Mapping[str, Any]) ->
     RuntimeError: a shape differs (from load_state_dict).
   """
   state = torch_model.state_dict()
-  loaded = set()
-  for collection in ('params', 'batch_stats'):
-    flat = traverse_util.flatten_dict(dict(variables[collection]))
-    for path, value in flat.items():
-      key = _torch_key(collection, path)
-      if key not in state:
-        raise KeyError(
-          f'flax {collection}/{"/".join(path)} maps to {key}, which the PyTorch model lacks'
-        )
-      state[key] = torch.from_numpy(np.array(_to_torch_layout(np.asarray(value, np.float32))))
-      loaded.add(key)
+  ours = export.torch_state_dict(variables)
+  unknown = sorted(set(ours) - set(state))
+  if unknown:
+    raise KeyError(f'flax variables map to {", ".join(unknown)}, which the PyTorch model lacks')
   # num_batches_tracked has no flax counterpart and does not affect outputs.
-  missing = sorted(k for k in state if k not in loaded and not k.endswith('num_batches_tracked'))
+  missing = sorted(k for k in state if k not in ours and not k.endswith('num_batches_tracked'))
   if missing:
     raise KeyError(f'no flax variable for PyTorch {", ".join(missing)}')
+  state.update({key: torch.from_numpy(value) for key, value in ours.items()})
   torch_model.load_state_dict(state)

@@ -30,16 +30,46 @@ def create_manager(workdir: str, keep: int = 1, create: bool = True) -> ocp.Chec
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+def open_step(workdir: str, step: int) -> tuple[ocp.CheckpointManager, int]:
+  """A read-only manager of workdir's checkpoints, and the step to restore: `step`, or with -1
+  the latest. Raises UserError, naming the saved steps, when there is no such checkpoint."""
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise UserError(
+      f'No checkpoints in {workdir}: train first (--mode=train) or give the workdir of a '
+      'trained run.'
+    )
+  manager = create_manager(workdir, create=False)
+  steps = manager.all_steps()
+  chosen = step if step >= 0 else (max(steps) if steps else None)
+  if chosen is None or chosen not in steps:
+    manager.close()
+    raise UserError(
+      f'No checkpoint of step {step if chosen is None else chosen} in '
+      f'{checkpoint_dir(workdir)}; the saved steps are {sorted(steps) or "none"}.'
+    )
+  return manager, chosen
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   """Starts an asynchronous save; orbax writes to a temporary folder and renames it when done."""
   manager.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore(manager: ocp.CheckpointManager, step: int, template: Any) -> Any:
-  """Restores `step` onto the shardings and dtypes of `template` (a state of this run)."""
+def restore(manager: ocp.CheckpointManager, step: int, template: Any, partial: bool = False) -> Any:
+  """Restores `step` onto the shardings and dtypes of `template` (a state of this run, or its
+  abstract shapes).
+
+  partial: template is a dict of some of the saved state's fields (of a TrainState, say, all
+  but opt_state); only those are read.
+  """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  if partial:
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
+  else:
+    args = ocp.args.StandardRestore(abstract)
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return manager.restore(step, args=args)
   except Exception as e:  # orbax raises many types; all mean this folder cannot be used.
     raise UserError(
       f'Could not restore the checkpoint of step {step} in {manager.directory}: '

@@ -3,7 +3,6 @@ other test sets of config.eval.extra_datasets."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -19,7 +18,6 @@ from resnet_jax import (
   tfds_source,
   validation,
 )
-from resnet_jax.errors import UserError
 from resnet_jax.setup import Setup, prepare_tfds, setup
 
 if TYPE_CHECKING:
@@ -60,20 +58,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   standard deviations, and every replica's own numbers.
   """
   validation.validate_config(config, jax.device_count())
-  if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-    raise UserError(
-      f'No checkpoints in {workdir}: train first (--mode=train) or pass the '
-      '--workdir of a trained run.'
-    )
-  manager = checkpoint.create_manager(workdir, create=False)
-  steps = manager.all_steps()
-  step = config.eval.step if config.eval.step >= 0 else (max(steps) if steps else None)
-  if step is None or step not in steps:
-    raise UserError(
-      f'No checkpoint of step {config.eval.step if step is None else step} in '
-      f'{checkpoint.checkpoint_dir(workdir)}; the saved steps are '
-      f'{sorted(steps) or "none"}.'
-    )
+  manager, step = checkpoint.open_step(workdir, config.eval.step)
   # Before the run is built: offline, a missing test set stops it within seconds.
   prepare_tfds(extra_sets.expand(config.eval.extra_datasets), extra_data_dir(config))
   run = setup(config)

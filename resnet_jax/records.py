@@ -29,14 +29,18 @@ PROVENANCE = 'provenance.json'
 TIMELINE = 'timeline.json'
 
 
-def write_text(path: str, text: str) -> None:
-  """Replaces the file at path with text, atomically (temporary file, fsync, rename)."""
+def write_bytes(path: str, data: bytes) -> None:
+  """Replaces the file at path with data, atomically (temporary file, fsync, rename)."""
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
+  with open(tmp, 'wb') as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  write_bytes(path, text.encode())
 
 
 def write_json(path: str, value: Any) -> None:

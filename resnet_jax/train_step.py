@@ -65,11 +65,9 @@ def state_sharding(mesh: Mesh) -> TrainState:
   )
 
 
-def create_train_state(
-  model: nn.Module, tx: optax.GradientTransformation, init_keys: jax.Array, mesh: Mesh
-) -> TrainState:
-  """The stacked fresh state of one replica per key of init_keys, directly onto the mesh."""
-
+def _state_initializer(
+  model: nn.Module, tx: optax.GradientTransformation | None, mesh: Mesh
+) -> Callable[[jax.Array], TrainState]:
   def init(key):
     variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
     params = variables['params']
@@ -77,11 +75,25 @@ def create_train_state(
       step=jnp.zeros((), jnp.int32),
       params=params,
       batch_stats=variables['batch_stats'],
-      opt_state=tx.init(params),
+      opt_state=None if tx is None else tx.init(params),
       diverged_at=jnp.zeros((), jnp.int32),
     )
 
-  return jax.jit(jax.vmap(init), out_shardings=state_sharding(mesh))(init_keys)
+  return jax.jit(jax.vmap(init), out_shardings=state_sharding(mesh))
+
+
+def create_train_state(
+  model: nn.Module, tx: optax.GradientTransformation, init_keys: jax.Array, mesh: Mesh
+) -> TrainState:
+  """The stacked fresh state of one replica per key of init_keys, directly onto the mesh."""
+  return _state_initializer(model, tx, mesh)(init_keys)
+
+
+def abstract_eval_state(model: nn.Module, init_keys: jax.Array, mesh: Mesh) -> TrainState:
+  """create_train_state's state without optimiser state (opt_state None), as shapes, dtypes and
+  shardings only (nothing is computed): the restore template of a state that only predicts and
+  evaluates."""
+  return jax.eval_shape(_state_initializer(model, None, mesh), init_keys)
 
 
 def replica(state: TrainState, k: int) -> TrainState:

@@ -188,6 +188,16 @@ def _eval(ev: Any, group_size: int, dataset: str) -> None:
     )
 
 
+def _export(ex: Any, num_replicas: int) -> None:
+  _number(ex.replica, 'export.replica', minimum=0)
+  if ex.replica >= num_replicas:
+    raise UserError(
+      f'config.export.replica={ex.replica}: the run has num_replicas={num_replicas}, replicas 0 '
+      f'to {num_replicas - 1}.'
+    )
+  _flag(ex.overwrite, 'export.overwrite')
+
+
 def _runtime(config: Any) -> None:
   _flag(config.allow_config_change, 'allow_config_change')
   _number(config.shared_workdir_timeout_s, 'shared_workdir_timeout_s', integer=False, minimum=0)
@@ -216,6 +226,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   _schedule(config.schedule)
   _cadences(config)
   _eval(config.eval, group_size, config.dataset.name)
+  _export(config.export, config.num_replicas)
   _runtime(config)
 
 

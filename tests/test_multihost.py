@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+import resnet_jax
 from configs import resnet_test
 from resnet_jax import checkpoint, records, setup
 from tests.launching import REPO, TIMEOUT_S, env, launch
@@ -178,6 +179,13 @@ def test_a_checkpoint_of_two_processes_evaluates_in_one(runs, cifar_dir):
   final = [r for r in _rows(runs[2]) if r['split'] == 'test'][-1]
   assert evaluated['top1'] == final['top1'] and evaluated['top5'] == final['top5']
   assert evaluated['loss'] == pytest.approx(final['loss'], abs=1e-6)
+
+
+def test_load_run_restores_a_checkpoint_of_four_processes_onto_one_device(runs):
+  alone, spread = (resnet_jax.load_run(str(runs[num])) for num in (1, 4))
+  assert spread.step == 8
+  for a, b in zip(*(jax.tree.leaves(r.variables) for r in (alone, spread)), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
 
 
 def _assert_refused_everywhere(codes, stderrs, *words):

@@ -61,6 +61,8 @@ def test_plain_nets_run_from_the_paper_recipe_and_refuse_a_shortcut():
     ),
     ('eval', 'extra_datasets', ('cifar10_corrupted/fog_6',), 'severity from 1 to 5'),
     ('eval', 'extra_data_dir', None, "extra_data_dir=None must be a folder path, or ''"),
+    ('export', 'replica', 1, r'num_replicas=1, replicas 0 to 0'),
+    ('export', 'overwrite', None, 'must be True or False'),
   ],
 )
 def test_a_bad_value_names_its_field(section, field, value, match):
