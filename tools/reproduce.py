@@ -156,7 +156,8 @@ def advance(entry: reproduction.Entry, args: argparse.Namespace, runs: list[Run]
   start = time.time()
   proj = probe(child, args.deadline)
   if proj is None:
-    print(f'reproduce: {entry.name}: the probe logged no timed step; see {workdir}/train.log')
+    kept = copy_records(child, entry_out(args, entry, args.device_kind))
+    print(f'reproduce: {entry.name}: the probe logged no timed step; see {kept}/train.log')
     return 'failed'
   out = entry_out(args, entry, proj.device_kind)
   remaining = proj.seconds(proj.total_steps - proj.done_steps, proj.step_s, 1)
@@ -224,9 +225,18 @@ def next_entry(args: argparse.Namespace, runs: list[Run], passed: set[str]):
 
 def run(args: argparse.Namespace) -> int:
   args.deadline = time.time() + args.budget_s if args.budget_s else None
-  args.scratch = tempfile.mkdtemp(prefix='reproduce_')
-  args.cache_dir = args.cache_dir or os.path.join(args.scratch, 'compilation_cache')
   args.device_kind = device_kind()
+  # The runs' workdirs and their checkpoints: what is kept is copied out of it.
+  with tempfile.TemporaryDirectory(prefix='reproduce_') as args.scratch:
+    args.cache_dir = args.cache_dir or os.path.join(args.scratch, 'compilation_cache')
+    failed = _advance_while_the_budget_lasts(args)
+  if failed:
+    print(f'reproduce: failed: {", ".join(failed)} (their train.log says why)', file=sys.stderr)
+  return 1 if failed else 0
+
+
+def _advance_while_the_budget_lasts(args: argparse.Namespace) -> list[str]:
+  """Advances entry after entry; returns those that failed."""
   passed: set[str] = set()
   failed = []
   while True:
@@ -245,9 +255,7 @@ def run(args: argparse.Namespace) -> int:
     if outcome != 'trained':
       passed.add(entry.name)
       failed += [entry.name] if outcome == 'failed' else []
-  if failed:
-    print(f'reproduce: failed: {", ".join(failed)} (their train.log says why)', file=sys.stderr)
-  return 1 if failed else 0
+  return failed
 
 
 def status(args: argparse.Namespace) -> int:
