@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument(
     '--models',
     default='resnet20',
-    help='comma-separated resnet_jax model names; PyTorch has resnet18, resnet20 and resnet56',
+    help='comma-separated resnet_jax model names; PyTorch has those of reference/torch_models.py',
   )
   parser.add_argument(
     '--batch_size', type=int, default=128, help='global batch (of one replica, in replica rows)'

@@ -110,8 +110,20 @@ def resnet20(num_classes: int = 10) -> AkamasterResNet:
   return AkamasterResNet(AkamasterBasicBlock, [3, 3, 3], num_classes)
 
 
+def resnet32(num_classes: int = 10) -> AkamasterResNet:
+  return AkamasterResNet(AkamasterBasicBlock, [5, 5, 5], num_classes)
+
+
+def resnet44(num_classes: int = 10) -> AkamasterResNet:
+  return AkamasterResNet(AkamasterBasicBlock, [7, 7, 7], num_classes)
+
+
 def resnet56(num_classes: int = 10) -> AkamasterResNet:
   return AkamasterResNet(AkamasterBasicBlock, [9, 9, 9], num_classes)
+
+
+def resnet110(num_classes: int = 10) -> AkamasterResNet:
+  return AkamasterResNet(AkamasterBasicBlock, [18, 18, 18], num_classes)
 
 
 # --- kuangliu/pytorch-cifar models/resnet.py ---
@@ -207,11 +219,24 @@ def resnet18(num_classes: int = 10) -> KuangliuResNet:
   return KuangliuResNet(KuangliuBasicBlock, [2, 2, 2, 2], num_classes)
 
 
+def resnet34(num_classes: int = 10) -> KuangliuResNet:
+  return KuangliuResNet(KuangliuBasicBlock, [3, 4, 6, 3], num_classes)
+
+
+def resnet50(num_classes: int = 10) -> KuangliuResNet:
+  return KuangliuResNet(KuangliuBottleneck, [3, 4, 6, 3], num_classes)
+
+
 # resnet_jax.models name -> the reference that model ports.
 MODELS: Mapping[str, Callable[..., nn.Module]] = {
   'resnet18': resnet18,
   'resnet20': resnet20,
+  'resnet32': resnet32,
+  'resnet34': resnet34,
+  'resnet44': resnet44,
+  'resnet50': resnet50,
   'resnet56': resnet56,
+  'resnet110': resnet110,
 }
 
 

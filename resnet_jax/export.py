@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
 # The nets that reference/torch_models.MODELS ports, each with its reference's shortcut (a test
 # checks that the two agree; this module must not import torch).
-TORCH_REFERENCES = {'resnet18': 'B', 'resnet20': 'A', 'resnet56': 'A'}
+TORCH_REFERENCES = {
+  **{name: 'A' for name in ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')},
+  **{name: 'B' for name in ('resnet18', 'resnet34', 'resnet50')},
+}
 MODEL_FILE = 'model.safetensors'
 VARIABLES_FILE = 'variables.msgpack'
 

@@ -116,7 +116,7 @@ def test_safetensors_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(
-  'name, shortcut', [('plain20', ''), ('resnet_test', ''), ('resnet20', 'B'), ('resnet32', '')]
+  'name, shortcut', [('plain20', ''), ('resnet_test', ''), ('resnet20', 'B'), ('plain110', '')]
 )
 def test_a_model_without_a_pytorch_reference_is_refused(tmp_path, name, shortcut):
   config = paper_cifar.get_config(name)

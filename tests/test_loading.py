@@ -75,6 +75,10 @@ def test_evaluate_gives_what_mode_eval_wrote(trained, run, cifar_examples):
     assert got['top1'] == expected['top1'] and got['top5'] == expected['top5']
     assert got['loss'] == pytest.approx(expected['loss'], rel=1e-6)
   assert [(r['replica'], r['seed']) for r in ours['replicas']] == [(0, 0), (1, 1)]
+  # The logits of predict give the same top-1, replica by replica.
+  classes = run.predict(cifar_examples.test_images).argmax(-1)
+  top1 = (classes == np.asarray(cifar_examples.test_labels)).mean(-1)
+  assert top1.tolist() == [r['top1'] for r in written['replicas']]
 
 
 def test_one_replica_loads_alone(trained, run, cifar_examples):
