@@ -150,19 +150,26 @@ def device_kind(env: dict[str, str]) -> str | None:
   return lines[-1].strip()
 
 
+def speed_rows(results: pathlib.Path) -> list[dict]:
+  """Every line of every speed.jsonl under results (tools/reproduce.py reads them too)."""
+  records = []
+  for path in sorted(results.glob('**/speed.jsonl')):
+    for line in path.read_text().splitlines():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # a line cut short by a stopped run
+  return records
+
+
 def last_measured(results: pathlib.Path, kind: str | None) -> dict[str, str]:
   """row_id -> the latest date of its lines on this device kind, in every speed.jsonl under
   results (dates are throughput.py's UTC ISO strings, which sort as text)."""
   last: dict[str, str] = {}
-  for path in sorted(results.glob('**/speed.jsonl')):
-    for line in path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line cut short by a stopped run
-      row_id, date = record.get('row_id'), record.get('date') or ''
-      if row_id and record.get('device_kind') == kind and date > last.get(row_id, ''):
-        last[row_id] = date
+  for record in speed_rows(results):
+    row_id, date = record.get('row_id'), record.get('date') or ''
+    if row_id and record.get('device_kind') == kind and date > last.get(row_id, ''):
+      last[row_id] = date
   return last
 
 

@@ -171,8 +171,9 @@ def _evaluate(state: TrainState, step: int, run: Setup, log: records.MetricsLog)
     log.write(step, name, rows)
 
 
-class _EpochOrders:
-  """Each replica's data order of the current epoch, on the device, computed once per epoch."""
+class EpochOrders:
+  """The data order of the current epoch (each replica's, for stacked keys), on the device,
+  computed once per epoch; tools/torch_run.py hands PyTorch the same batches through it."""
 
   def __init__(self, perm_keys: jax.Array, run: Setup):
     self._perm_key, self._run = perm_keys, run
@@ -240,7 +241,7 @@ def _train(
     records.write_provenance(workdir)
 
   _, perm_keys, aug_keys = train_step.replica_keys(run.seeds)
-  orders = _EpochOrders(perm_keys, run)
+  orders = EpochOrders(perm_keys, run)
   images, labels = parallel.replicate(
     (run.dataset.train.images, run.dataset.train.labels), run.mesh
   )

@@ -27,16 +27,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import glob
-import json
 import os
+import pathlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
+from benchmarks.window import device_kind, speed_rows
 from resnet_jax import records
 from tools import reproduction
 from tools.entry_run import PREEMPTED_EXIT, Child, Projection, copy_records, probe
@@ -65,12 +64,8 @@ def benchmark_step_seconds(
   results_dir: str, device_kind: str, model: str, dtype: str, batch_size: int
 ) -> dict[int, float]:
   """N -> seconds per step of N replicas in one program, the newest committed speed rows."""
-  rows = []
-  for path in glob.glob(os.path.join(results_dir, '**', 'speed.jsonl'), recursive=True):
-    with open(path) as f:
-      rows += [json.loads(line) for line in f if line.strip()]
   steps = {}
-  for row in sorted(rows, key=lambda r: r.get('date', '')):
+  for row in sorted(speed_rows(pathlib.Path(results_dir)), key=lambda r: r.get('date', '')):
     if (
       row.get('device_kind') == device_kind
       and (row.get('model'), row.get('dtype'), row.get('batch_size')) == (model, dtype, batch_size)
@@ -196,13 +191,6 @@ def advance(entry: reproduction.Entry, args: argparse.Namespace, runs: list[Run]
   return _finish(child, args.deadline)
 
 
-def device_kind() -> str:
-  """This machine's first JAX device kind, asked of a child so this process holds no GPU."""
-  code = 'import jax; print(jax.devices()[0].device_kind)'
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
-  return out.stdout.strip().splitlines()[-1]
-
-
 def _too_long(args: argparse.Namespace) -> set[str]:
   """Entries whose newest projection on this GPU kind says one seed takes longer than this
   budget (none with --entry): a longer window may fit what a shorter one did not."""
@@ -225,7 +213,10 @@ def next_entry(args: argparse.Namespace, runs: list[Run], passed: set[str]):
 
 def run(args: argparse.Namespace) -> int:
   args.deadline = time.time() + args.budget_s if args.budget_s else None
-  args.device_kind = device_kind()
+  args.device_kind = device_kind(dict(os.environ))
+  if args.device_kind is None:
+    print('reproduce: JAX found no device (above); nothing was run.', file=sys.stderr)
+    return 1
   # The runs' workdirs and their checkpoints: what is kept is copied out of it.
   with tempfile.TemporaryDirectory(prefix='reproduce_') as args.scratch:
     args.cache_dir = args.cache_dir or os.path.join(args.scratch, 'compilation_cache')
@@ -317,8 +308,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   if args.command == 'where':
-    print(results_folder(device_kind(), datetime.date.today()))
-    return 0
+    kind = device_kind(dict(os.environ))
+    print(results_folder(kind or 'unknown', datetime.date.today()))
+    return 0 if kind else 1
   return status(args) if args.command == 'status' else run(args)
 
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from reference import torch_models
-from resnet_jax import augment, cifar, guards, parallel, records, setup, train_step
+from resnet_jax import augment, cifar, guards, parallel, records, setup, train, train_step
 
 FRAMEWORK = 'pytorch'  # provenance.json's 'framework'
 CHECKPOINT = 'checkpoint.pt'
@@ -58,23 +58,6 @@ def torch_device(device: jax.Device) -> torch.device:
   return torch.device('cpu')
 
 
-class _EpochOrder:
-  """The data order of one epoch at a time, on the device, as the training loop keeps it."""
-
-  def __init__(self, perm_key: jax.Array, run: setup.Setup):
-    self._perm_key, self._run = perm_key, run
-    self._epoch, self._order = None, None
-
-  def at(self, step: int) -> jax.Array:
-    epoch = step // self._run.timeline.epoch_steps
-    if epoch != self._epoch:
-      self._order = train_step.epoch_order(
-        self._perm_key, epoch, len(self._run.dataset.train.labels), self._run.mesh
-      )
-      self._epoch = epoch
-    return self._order
-
-
 def make_batches(config: ml_collections.ConfigDict, run: setup.Setup) -> Batches:
   """step -> (images NHWC float32, labels int32) on the run's devices: the batch of step `step`."""
   _, perm_key, aug_key = train_step.run_keys(config.seed)
@@ -92,7 +75,7 @@ def make_batches(config: ml_collections.ConfigDict, run: setup.Setup) -> Batches
       mesh=run.mesh,
     )
   )
-  orders = _EpochOrder(perm_key, run)
+  orders = train.EpochOrders(perm_key, run)
   # int32, as TrainState.step: the same integer arithmetic as inside train_step.
   return lambda step: batch(np.int32(step), images, labels, orders.at(step))
 
