@@ -15,6 +15,7 @@ SIGTERM or SIGINT, after saving a checkpoint, with 75.
 """
 
 import contextlib
+import difflib
 import os
 import sys
 from collections.abc import Iterator
@@ -74,13 +75,46 @@ def _flag_errors(argv: list[str]) -> Iterator[None]:
   try:
     yield
   except (AttributeError, KeyError) as e:
-    given = [a for a in argv[1:] if a.startswith('--config.')]
-    _fail(
-      f'unknown config field in {" ".join(given)}: {e.args[0]}\n'
-      'Every field and its meaning is in configs/default.py.'
-    )
+    unknown = _unknown_fields(argv) or [f'unknown config field: {e.args[0]}']
+    _fail('\n'.join(unknown) + '\nEvery field and its meaning is in configs/default.py.')
   except flags.Error as e:
     _fail(f'{e}\nRun with --helpfull to see the flags.')
+
+
+def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  names = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      names += _field_names(value, f'{prefix}{key}.')
+    else:
+      names.append(prefix + key)
+  return names
+
+
+def _closest(name: str, fields: list[str]) -> list[str]:
+  """The fields name may have meant: close as a whole, or by the last part (learning_rate is
+  optimizer.learning_rate)."""
+  last = {field: field.rpartition('.')[2] for field in fields}
+  near_last = difflib.get_close_matches(name.rpartition('.')[2], set(last.values()), cutoff=0.8)
+  whole = difflib.get_close_matches(name, fields, cutoff=0.7)
+  return list(dict.fromkeys(whole + [f for f in fields if last[f] in near_last]))[:3]
+
+
+def _unknown_fields(argv: list[str]) -> list[str]:
+  """A line for each --config.field of argv that configs/default.py lacks, naming the closest."""
+  fields = _field_names(default.get_config())
+  sections = {field.rpartition('.')[0] for field in fields}
+  lines = []
+  for arg in argv[1:]:
+    if not arg.startswith('--config.'):
+      continue
+    name = arg.removeprefix('--config.').partition('=')[0]
+    if name in fields or name in sections:
+      continue
+    closest = _closest(name, fields)
+    guess = f' Did you mean {" or ".join(closest)}?' if closest else ''
+    lines.append(f'unknown config field {name} (in {arg}).{guess}')
+  return lines
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

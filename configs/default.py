@@ -95,8 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
 
   # Resume even though the saved config differs in a field that changes what the run computes
-  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing, or
-  # an eval or checkpoint cadence that moves where the jitted calls end).
+  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing, the
+  # length of a cosine run, or an eval or checkpoint cadence that moves where the jitted calls
+  # end).
   config.allow_config_change = False
 
   # Several processes: how long each waits to see the probe file process 0 writes in the

@@ -3,6 +3,7 @@ other test sets of config.eval.extra_datasets."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -14,6 +15,7 @@ from resnet_jax import (
   distributed,
   evaluation,
   extra_sets,
+  guards,
   records,
   tfds_source,
   validation,
@@ -52,13 +54,22 @@ def _evaluate_extra_sets(
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Restores config.eval.step (-1: the latest), evaluates every split and extra test set,
-  writes eval_<step>.json.
+  writes eval_<step>.json (or, where the workdir is read-only, prints it on stdout).
 
   Each split's result is evaluation.summarize's: the means over the live replicas, their
   standard deviations, and every replica's own numbers.
   """
   validation.validate_config(config, jax.device_count())
+  guards.check_same_model(records.read_config(workdir), config, workdir)
   manager, step = checkpoint.open_step(workdir, config.eval.step)
+  reason = records.unwritable(workdir) if distributed.is_writer() else None
+  if reason:
+    # Evaluating someone else's read-only run is fine: the results still reach the user.
+    logging.warning(
+      '%s: the results will be printed as JSON on stdout, not written to %s.',
+      reason,
+      records.eval_path(workdir, step),
+    )
   # Before the run is built: offline, a missing test set stops it within seconds.
   prepare_tfds(extra_sets.expand(config.eval.extra_datasets), extra_data_dir(config))
   run = setup(config)
@@ -70,5 +81,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     logging.info(console.eval_line(name, step, results[name]))
   results.update(_evaluate_extra_sets(config, run, state, step))
   if distributed.is_writer():
-    logging.info('Wrote %s.', records.write_eval(workdir, step, results))
+    _write_or_print(workdir, step, results)
   return results
+
+
+def _write_or_print(workdir: str, step: int, results: dict[str, Any]) -> None:
+  """Writes eval_<step>.json; where that fails, prints the results as JSON on stdout instead."""
+  try:
+    logging.info('Wrote %s.', records.write_eval(workdir, step, results))
+  except OSError as e:
+    logging.warning(
+      'Could not write %s (%s); the results:', records.eval_path(workdir, step), e.strerror
+    )
+    print(json.dumps(results, indent=2, sort_keys=True), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -13,7 +14,7 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import distributed
+from resnet_jax import distributed, optim
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -21,9 +22,9 @@ if TYPE_CHECKING:
 
   from resnet_jax.timeline import Timeline
 
-# Fields whose change alters what a resumed run computes. Everything else (run length, eval,
-# logging and checkpoint cadence as long as the calls keep their stops, data_dir and source,
-# the replica layout, caches, profiling) may change freely.
+# Fields whose change alters what a resumed run computes. Everything else (run length, but for a
+# cosine schedule, eval, logging and checkpoint cadence as long as the calls keep their stops,
+# data_dir and source, the replica layout, caches, profiling) may change freely.
 FIELDS_THAT_MATTER = (
   'model.',
   'dataset.name',
@@ -87,6 +88,7 @@ def check_config_change(
         f'calls also end every {before} steps -> every {now} steps (an eval or checkpoint '
         f'cadence that is no multiple of steps_per_call={timeline.steps_per_call} changed)'
       )
+    changed += _cosine_length_change(config, saved_timeline['total_steps'], timeline)
   if changed:
     raise UserError(
       'This workdir holds a run with a different config; resuming it would mix two '
@@ -95,9 +97,58 @@ def check_config_change(
     )
 
 
+def _cosine_length_change(
+  config: ml_collections.ConfigDict, before: int, timeline: Timeline
+) -> list[str]:
+  """A cosine schedule reaches 0 at the run's last step, so another length moves every rate
+  after the first step (a piecewise one's boundaries do not depend on the length)."""
+  now = timeline.total_steps
+  if config.schedule.name != 'cosine' or before == now:
+    return []
+  at = min(before, now)
+  was, will = (
+    optim.learning_rate_schedule(
+      config.schedule, config.optimizer.learning_rate, dataclasses.replace(timeline, total_steps=n)
+    )(at)
+    for n in (before, now)
+  )
+  return [
+    f'run length: {before} -> {now} steps under the cosine schedule, which decays to 0 at the '
+    f'last step: the learning rate at step {at} would jump from {was:.3g} to {will:.3g} (a '
+    'piecewise schedule may be extended)'
+  ]
+
+
 def same_structure(saved: dict | None, config: ml_collections.ConfigDict) -> bool:
   """Whether the saved run had this config's model and dataset (so the same checkpoint tree)."""
   return saved is not None and not _differences(saved, config, STRUCTURE_FIELDS)
+
+
+def _describe(flat: dict[str, Any]) -> str:
+  replicas = flat.get('num_replicas', 1)
+  run = f'{flat["model.name"]} on {flat["dataset.name"]}'
+  return f'{replicas} replicas of {run}' if replicas > 1 else run
+
+
+def check_same_model(saved: dict | None, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to read workdir's checkpoints under another model or dataset than its config.json's:
+  they cannot fill that tree, and orbax would say so in a dump of both trees."""
+  if saved is None or same_structure(saved, config):
+    return
+  before, now = _flatten(saved), _flatten(json.loads(config.to_json_best_effort()))
+  raise UserError(
+    f'The checkpoints in {workdir} are of {_describe(before)} (its config.json); this command '
+    f'asks for {_describe(now)} ({"; ".join(_differences(saved, config, STRUCTURE_FIELDS))}).\n'
+    "Drop --config to use the run's own config.json, or pass the config that trained it."
+  )
+
+
+def cannot_write(workdir: str, reason: str) -> str:
+  """The refusal of a workdir that training cannot write to."""
+  return (
+    f'Cannot write to the workdir {workdir}: {reason}. Training writes its checkpoints and '
+    'records there: pass a --workdir you can write to.'
+  )
 
 
 class WorkdirLock:
@@ -125,7 +176,10 @@ class WorkdirLock:
 
   def _take(self) -> str | None:
     """Locks and writes our pid; or returns why not."""
-    self._file = open(self.path, 'a+')
+    try:
+      self._file = open(self.path, 'a+')
+    except OSError as e:  # a workdir made unwritable since train checked it
+      return cannot_write(os.path.dirname(self.path), f'{e.strerror}: {e.filename}')
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -47,6 +47,23 @@ def write_json(path: str, value: Any) -> None:
   write_text(path, json.dumps(value, indent=2, sort_keys=True) + '\n')
 
 
+def unwritable(folder: str) -> str | None:
+  """Why files cannot be written in folder (made with its parents where missing), or None.
+
+  Asks the nearest folder that exists, so that finding out creates nothing.
+  """
+  path = os.path.abspath(folder)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    return f'{path} is a file, not a folder'
+  if os.access(path, os.W_OK | os.X_OK):
+    return None
+  if os.statvfs(path).f_flag & os.ST_RDONLY:
+    return f'{path} is on a read-only file system'
+  return f'{path} is not writable by this user (uid {os.getuid()})'
+
+
 def read_json(path: str) -> Any | None:
   """The JSON value in path, or None if there is no such file."""
   if not os.path.exists(path):
@@ -176,9 +193,13 @@ def read_timeline(workdir: str) -> dict | None:
   return read_json(os.path.join(workdir, TIMELINE))
 
 
+def eval_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, f'eval_{step}.json')
+
+
 def write_eval(workdir: str, step: int, results: dict[str, Any]) -> str:
   """Writes eval_<step>.json; returns its path."""
-  path = os.path.join(workdir, f'eval_{step}.json')
+  path = eval_path(workdir, step)
   write_json(path, results)
   return path
 

@@ -30,6 +30,7 @@ from resnet_jax import (
   train_step,
   validation,
 )
+from resnet_jax.errors import UserError
 from resnet_jax.setup import Setup, load_dataset, run_mesh, setup
 from resnet_jax.train_step import TrainState
 
@@ -47,12 +48,21 @@ def train_and_evaluate(
   SIGTERM or SIGINT asked the run to stop.
   """
   devices = devices or jax.devices()
-  # Refusals that need no compilation come first (bad values, missing data); the workdir is
-  # made only once the config and the data are sound, then checked for sharing and locked.
+  # Refusals that need no compilation come first (bad values, an unwritable workdir, missing
+  # data); the workdir is made only once the config and the data are sound, then checked for
+  # sharing and locked.
   validation.validate_config(config, len(devices))
+  # Every process writes its shards of the checkpoints there.
+  reason = records.unwritable(workdir)
+  failed = distributed.failed_processes(reason is None)
+  if failed:
+    raise UserError(guards.cannot_write(workdir, reason or f'not by process(es) {failed}'))
   run = setup(config, run_mesh(config, devices), load_dataset(config))
   if distributed.is_writer():
-    os.makedirs(workdir, exist_ok=True)
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:  # a file system that answered the check above wrongly
+      raise UserError(guards.cannot_write(workdir, f'{e.strerror}: {e.filename}')) from None
   distributed.check_shared_workdir(workdir, config.shared_workdir_timeout_s)
   with guards.WorkdirLock(workdir), guards.StopRequest() as stop_request:
     return _train(config, workdir, run, stop_request)

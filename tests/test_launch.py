@@ -108,13 +108,20 @@ def test_the_workdir_alone_resumes_its_run_as_saved(trained, tmp_path):
   old = {**saved, 'allow_config_change': True, 'eval': dict(saved['eval'])}
   del old['eval']['flip_tta']
   (workdir / 'config.json').write_text(json.dumps(old))
-  result = launch(f'--workdir={workdir}', '--config.num_train_steps=12')
+  # The permission to change the config was the old command's only: a longer cosine is refused.
+  refused = launch(f'--workdir={workdir}', '--config.num_train_steps=12')
+  _assert_refused(refused, 'has no eval.flip_tta', 'run length: 8 -> 12 steps', 'would jump')
+  allowed = '--config.allow_config_change=True'
+  result = launch(f'--workdir={workdir}', '--config.num_train_steps=12', allowed)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'has no eval.flip_tta' in result.stderr
   assert 'Resumed from the checkpoint of step 8' in result.stderr
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['12', '8']
-  # The default filled in; the permission to change the config was the old command's only.
-  assert json.loads((workdir / 'config.json').read_text()) == {**saved, 'num_train_steps': 12}
+  # The default filled in.
+  assert json.loads((workdir / 'config.json').read_text()) == {
+    **saved,
+    'num_train_steps': 12,
+    'allow_config_change': True,
+  }
 
 
 def test_a_saved_config_reads_back_as_its_config_file_made_it():
@@ -269,6 +276,7 @@ def test_a_checkpoint_restores_onto_another_device_count(
     '--config=configs/resnet_test.py',
     f'--config.dataset.data_dir={cifar_dir}',
     f'--workdir={tmp_path}',
+    '--config.schedule.name=piecewise',  # so that the run may be extended
   ]
   trained = launch(*common, '--config.num_train_steps=4', devices=train_devices)
   assert trained.returncode == 0, trained.stderr[-3000:]
@@ -295,6 +303,7 @@ def _start_long_run(cifar_dir, workdir) -> tuple[list[str], subprocess.Popen, li
     f'--workdir={workdir}',
     '--config.num_train_steps=400',
     '--config.checkpoint_every_steps=200',
+    '--config.schedule.name=piecewise',  # so that the resume may shorten it
   ]
   child = subprocess.Popen(command, cwd=REPO, env=env(4), stderr=subprocess.PIPE, text=True)
   lines = []

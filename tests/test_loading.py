@@ -1,4 +1,5 @@
-"""resnet_jax.load_run: a run's checkpoint in Python, on one device, without its dataset."""
+"""A trained run read back: resnet_jax.load_run (its checkpoint in Python, on one device, without
+its dataset), and --mode=eval where the config or the workdir does not fit."""
 
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 import resnet_jax
 from resnet_jax import archive_source, augment, cifar, data, train_step
 from resnet_jax.errors import UserError
-from tests.launching import REPO, launch
+from tests.launching import REPO, launch, read_only
 
 
 @pytest.fixture(scope='module')
@@ -116,6 +117,44 @@ def test_bad_input_is_refused_saying_what_to_do(trained, run, cifar_examples, tm
   for call, message in refusals:
     with pytest.raises(UserError, match=message):
       call()
+
+
+def test_eval_under_another_model_says_what_the_checkpoints_hold(trained, cifar_dir):
+  from configs import resnet_test
+  from resnet_jax.evaluate_checkpoint import evaluate_checkpoint
+
+  config = resnet_test.get_config()
+  config.model.name = 'resnet20'
+  config.dataset.data_dir = str(cifar_dir)
+  with pytest.raises(UserError) as refused:
+    evaluate_checkpoint(config, str(trained))
+  assert str(refused.value).splitlines() == [
+    f'The checkpoints in {trained} are of 2 replicas of resnet_test on cifar10 (its config.json); '
+    "this command asks for resnet20 on cifar10 (model.name: 'resnet_test' -> 'resnet20'; "
+    'num_replicas: 2 -> 1).',
+    "Drop --config to use the run's own config.json, or pass the config that trained it.",
+  ]
+
+
+def test_a_read_only_workdir_stops_training_at_once_and_eval_prints_the_results(trained, tmp_path):
+  folder = tmp_path / 'read_only'
+  shutil.copytree(trained, folder / 'run', ignore=shutil.ignore_patterns('eval_*.json'))
+  with read_only(folder) as prefix:
+    # Refused before the data is read: this data_dir holds none.
+    refused = launch(
+      '--config=configs/resnet_test.py',
+      f'--config.dataset.data_dir={tmp_path}',
+      f'--workdir={folder / "new"}',
+      prefix=prefix,
+    )
+    evaluated = launch(f'--workdir={folder / "run"}', '--mode=eval', prefix=prefix)
+  assert refused.returncode == 2 and 'Traceback' not in refused.stderr, refused.stderr
+  assert f'Cannot write to the workdir {folder / "new"}: {folder} is ' in refused.stderr
+  assert 'cifar-10-binary' not in refused.stderr
+  assert evaluated.returncode == 0 and 'Traceback' not in evaluated.stderr, evaluated.stderr
+  assert f'Could not write {folder / "run" / "eval_8.json"}' in evaluated.stderr
+  assert json.loads(evaluated.stdout) == json.loads((trained / 'eval_8.json').read_text())
+  assert not list((folder / 'run').glob('eval_*.json'))
 
 
 def test_the_snippet_of_docs_using_a_run_runs(trained, capsys):

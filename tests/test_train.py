@@ -121,6 +121,7 @@ def test_a_resume_that_would_move_the_calls_is_refused(cifar_dir, tmp_path):
   config = _config(
     cifar_dir, num_train_steps=4, steps_per_call=4, checkpoint_every_steps=4, eval_every_steps=4
   )
+  config.schedule.name = 'piecewise'  # extended, a cosine run would be refused for its length
   train.train_and_evaluate(config, str(tmp_path))
   config.update(num_train_steps=8, eval_every_steps=3)
   with pytest.raises(UserError, match=r'calls also end every \(10,\) steps -> every \(3, 10\)'):
@@ -235,15 +236,31 @@ def test_resuming_with_another_model_is_refused_and_keeps_the_checkpoints(cifar_
 
 def test_fields_that_do_not_change_the_computation_may_change_on_resume(cifar_dir, tmp_path):
   config = _config(cifar_dir, num_train_steps=4)
+  config.schedule.update(name='piecewise', boundaries=(6,))  # its rates do not depend on the length
   train.train_and_evaluate(config, str(tmp_path))
   config.update(num_train_steps=8, log_every_steps=4, eval_every_steps=8, keep_checkpoints=3)
   assert int(train.train_and_evaluate(config, str(tmp_path)).step[0]) == 8
+
+
+def test_a_cosine_run_resumed_for_another_length_is_refused_naming_the_jump(cifar_dir, tmp_path):
+  config = _config(cifar_dir, num_train_steps=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  config.num_train_steps = 8
+  # The 4-step cosine ended at rate 0; an 8-step one is at half the base rate 0.1 at step 4.
+  with pytest.raises(
+    UserError,
+    match=r'(?s)run length: 4 -> 8 steps under the cosine schedule.*'
+    r'at step 4 would jump from 0 to 0\.05.*allow_config_change=True',
+  ):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['4']
 
 
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar_dir, tmp_path):
   config = _config(
     cifar_dir, num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2, eval_every_steps=4
   )
+  config.schedule.name = 'piecewise'  # so that the run may be extended
   train.train_and_evaluate(config, str(tmp_path))
   # Truncate every data file of the newest checkpoint, as a full disk or a bad copy would.
   for path in (tmp_path / 'checkpoints' / '4').rglob('*'):
@@ -260,6 +277,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar
 
 def test_a_half_written_checkpoint_is_never_restored(cifar_dir, tmp_path):
   config = _config(cifar_dir, num_train_steps=4)
+  config.schedule.name = 'piecewise'  # so that the run may be extended
   train.train_and_evaluate(config, str(tmp_path))
   # What a process killed mid-save leaves: orbax's temporary folder, never renamed.
   (tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp-1234').mkdir()

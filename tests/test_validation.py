@@ -5,6 +5,7 @@ import pytest
 from configs import default, paper_cifar, resnet_test
 from resnet_jax import extra_sets, models, timeline, validation
 from resnet_jax.errors import UserError
+from tests.launching import launch
 
 
 def _refused(config, match, devices=4):
@@ -118,3 +119,21 @@ def test_other_test_sets_are_known_names_of_the_models_classes():
     r"'cifar10_1', whose labels are the classes of cifar10, but this run trains a cifar100 "
     r'model. Remove it from --config.eval.extra_datasets',
   )
+
+
+def test_a_misspelt_field_is_named_with_the_fields_it_may_mean():
+  # launch.py refuses it before loading JAX: a child process costs little.
+  result = launch(
+    '--config=configs/resnet_test.py',
+    '--config.batch_size=16',
+    '--config.learning_rate=0.05',
+    '--config.batchsize=16',
+  )
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+    'Error: unknown config field learning_rate (in --config.learning_rate=0.05). Did you mean '
+    'optimizer.learning_rate?',
+    'unknown config field batchsize (in --config.batchsize=16). Did you mean batch_size or '
+    'eval.batch_size?',
+    'Every field and its meaning is in configs/default.py.',
+  ]
