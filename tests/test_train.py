@@ -1,5 +1,8 @@
 """Training: loss falls, device count does not change the numbers, resume continues exactly."""
 
+import dataclasses
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -242,18 +245,26 @@ def test_fields_that_do_not_change_the_computation_may_change_on_resume(cifar_di
   assert int(train.train_and_evaluate(config, str(tmp_path)).step[0]) == 8
 
 
-def test_a_cosine_run_resumed_for_another_length_is_refused_naming_the_jump(cifar_dir, tmp_path):
-  config = _config(cifar_dir, num_train_steps=4)
-  train.train_and_evaluate(config, str(tmp_path))
+def test_a_cosine_run_may_not_change_its_length_on_resume_and_a_piecewise_one_may(tmp_path):
+  from resnet_jax import guards, timeline
+
+  def check(config, total_before):
+    saved = json.loads(config.to_json_best_effort())
+    records.write_timeline(str(tmp_path), dataclasses.replace(resolved, total_steps=total_before))
+    guards.check_config_change(saved, config, records.read_timeline(str(tmp_path)), resolved)
+
+  config = resnet_test.get_config()
   config.num_train_steps = 8
+  resolved = timeline.resolve(config, 80)
   # The 4-step cosine ended at rate 0; an 8-step one is at half the base rate 0.1 at step 4.
   with pytest.raises(
     UserError,
     match=r'(?s)run length: 4 -> 8 steps under the cosine schedule.*'
     r'at step 4 would jump from 0 to 0\.05.*allow_config_change=True',
   ):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['4']
+    check(config, 4)
+  config.schedule.name = 'piecewise'
+  check(config, 4)
 
 
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_run_falls_back(cifar_dir, tmp_path):
