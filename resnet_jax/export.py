@@ -144,7 +144,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
 
   `config` is validated as the run's (as --mode=eval's) and chooses the step and replica; the
   model comes from the workdir's config.json, as load_run reads it. An existing export of that
-  step is refused unless config.export.overwrite.
+  step is refused unless config.export.overwrite, and so is a folder that cannot be written.
   """
   # Imported here: reference/torch_models imports this module for its names where neither orbax
   # nor ml_collections is installed (the benchmark machines).
@@ -159,6 +159,13 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     raise UserError(
       f'{folder} exists: step {step} was exported before. Pass '
       '--config.export.overwrite=True to replace it.'
+    )
+  reason = records.unwritable(folder) if distributed.is_writer() else None
+  if not distributed.process_zero_value(reason is None):  # process 0 alone writes it
+    raise UserError(
+      f'Cannot write the export to {folder}: {reason or "not by process 0"}. Copy the '
+      'workdir (its config.json and checkpoints/) where you can write, and export the copy; or '
+      'take the flax weights from resnet_jax.load_run(workdir).variables in Python.'
     )
   run = loading.load_run(workdir, step, config.export.replica)
   variables = jax.device_get(run.variables)

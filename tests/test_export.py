@@ -13,7 +13,7 @@ import pytest
 from configs import paper_cifar, resnet20
 from resnet_jax import augment, cifar, export, load_run, models, records
 from resnet_jax.errors import UserError
-from tests.launching import launch
+from tests.launching import launch, read_only
 
 torch = pytest.importorskip('torch')
 torch_models = pytest.importorskip('reference.torch_models')
@@ -138,3 +138,13 @@ def test_an_existing_export_is_replaced_only_when_asked(exported, cifar_dir, tmp
   assert (workdir / 'export' / '2' / 'model.safetensors').read_bytes() == (
     exported / 'export' / '2' / 'model.safetensors'
   ).read_bytes()
+
+
+def test_an_export_that_cannot_be_written_is_refused(exported, tmp_path):
+  folder = tmp_path / 'read_only'
+  shutil.copytree(exported, folder / 'run', ignore=shutil.ignore_patterns('export'))
+  with read_only(folder) as prefix:
+    result = launch(f'--workdir={folder / "run"}', '--mode=export', devices=1, prefix=prefix)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
+  run = folder / 'run'
+  assert f'Cannot write the export to {run / "export" / "2"}: {run} is ' in result.stderr
