@@ -45,9 +45,11 @@ def write_bytes(path: str, data: bytes | memoryview) -> None:
   """
   folder = os.path.dirname(os.path.abspath(path))
   tmp = f'{path}{_TMP}{socket.gethostname()}-{os.getpid()}'
-  room = (len(data), 'the new file', f'{os.path.basename(path)} is as it was before.')
+  kept = f'{os.path.basename(path)} is as it was before.'
   try:
-    with errors.no_room_is_user_error(f'Writing {path}', folder, lambda: room):
+    with errors.no_room_is_user_error(
+      f'Writing {path}', folder, lambda: (len(data), 'the new file', kept)
+    ):
       with open(tmp, 'wb') as f:
         f.write(data)
         f.flush()
@@ -105,8 +107,8 @@ def _read_rows(path: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as e:
       if n != lines[-1][0]:
         raise errors.UserError(
-          f'{path}, line {n}, is not a JSON row ({e}): {line.rstrip()[:80]!r}. Repair or delete that '
-          'line, or move the file aside to start the log anew.'
+          f'{path}, line {n}, is not a JSON row ({e}): {line.rstrip()[:80]!r}. Repair or '
+          'delete that line, or move the file aside to start the log anew.'
         ) from e
       _log.warning(
         'Left out the last line of %s: it is cut short (%r), as a write that was interrupted '

@@ -140,7 +140,9 @@ def _read_split(name: str, split: str, data_dir: str) -> cifar.Split:
     files = info.splits[split].filepaths
   except KeyError:  # no files to key a cache on (tfds.testing.mock_data's sources)
     return _decode(source)
-  stats = [(os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+  stats = [
+    (os.path.basename(f), s.st_size, s.st_mtime_ns) for f, s in zip(files, map(os.stat, files))
+  ]
   key = json.dumps({'version': str(info.version), 'files': stats})
   path = os.path.join(info.data_dir, CACHE_FOLDER, f'{split}.npz')
   cached = array_cache.load(path, key)

@@ -3,9 +3,10 @@
     python -m tests.full_disk SAVE LIMIT_BYTES launch.py's arguments...
 
 The SAVE-th call of checkpoint.save (from 1) waits for the saves before it, then sets RLIMIT_FSIZE
-to LIMIT_BYTES: every file written from then on is refused past that size, on any machine and any
-file system. (Its stdout and stderr must be pipes, which the limit does not apply to.) SIGXFSZ is ignored, as a shell does not: its default action
-kills the process, where a full disk only makes write() fail; ignored, write() fails with EFBIG.
+to LIMIT_BYTES: every file written from then on is refused past that size, on any machine and
+any file system. The child's stdout and stderr must be pipes, to which the limit does not apply.
+SIGXFSZ is ignored: its default action kills the process, where a full disk only fails the
+write; ignored, write() fails with EFBIG.
 """
 
 import resource

@@ -1,4 +1,4 @@
-"""metrics.jsonl survives what interrupts its writer: a kill mid-rewrite, a torn line, a full disk."""
+"""metrics.jsonl survives what interrupts its writer: a kill mid-rewrite, a torn line, no room."""
 
 import json
 import logging
