@@ -1,5 +1,6 @@
 """metrics.jsonl survives what interrupts its writer: a kill mid-rewrite, a torn line, no room."""
 
+import errno
 import json
 import logging
 import pathlib
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from resnet_jax import records
+from resnet_jax import errors, records
 from resnet_jax.errors import UserError
 from tests.launching import REPO
 
@@ -154,3 +155,48 @@ def test_a_write_that_finds_no_room_says_so_and_leaves_the_file_as_it_was(tmp_pa
   ), message
   assert path.read_text() == before
   assert not _temporary_files(tmp_path)
+
+
+def _raised_from(cause: BaseException) -> ValueError:
+  try:
+    try:
+      raise cause
+    except BaseException as e:
+      raise ValueError('orbax: a commit failed') from e
+  except ValueError as e:
+    return e
+
+
+@pytest.mark.parametrize(
+  'error, code',
+  [
+    (OSError(errno.ENOSPC, 'No space left on device'), errno.ENOSPC),
+    (_raised_from(OSError(errno.EDQUOT, 'Disk quota exceeded')), errno.EDQUOT),
+    # tensorstore's error, as orbax raises it on a full disk
+    (
+      ValueError(
+        'OUT_OF_RANGE: Error writing "w/0" in OCDBT database at local file "/c/": Failed to '
+        "write 471590 bytes to file 7: No space left on device [os_error_code='28']"
+      ),
+      errno.ENOSPC,
+    ),
+    (OSError(errno.EACCES, 'Permission denied'), None),
+    (ValueError("[os_error_code='2']"), None),
+  ],
+)
+def test_a_write_that_found_no_room_is_told_from_other_failures(error, code):
+  assert errors.no_room_errno(error) == code
+
+
+def test_on_a_full_disk_the_message_says_to_free_space(tmp_path):
+  with pytest.raises(UserError) as raised:
+    with errors.no_room_is_user_error(
+      'Writing X', str(tmp_path), lambda: (2_500_000, 'the new file', 'X is as it was.')
+    ):
+      raise OSError(errno.ENOSPC, 'No space left on device')
+  assert re.fullmatch(
+    r'Writing X failed: no space left on the device \(ENOSPC\)\. It needs about 2\.50 MB \(the '
+    r'new file\); the file system of \S+ has [\d,]+\.\d\d MB free\. X is as it was\. Free some '
+    r'space, then run the same command again\.',
+    str(raised.value),
+  ), raised.value
