@@ -4,6 +4,7 @@ Restores always go onto the current run's shardings (an abstract target built fr
 initialised state), so a checkpoint written on one device count restores onto another.
 """
 
+import contextlib
 import os
 import shutil
 import time
@@ -13,7 +14,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from resnet_jax import distributed
+from resnet_jax import distributed, errors
 from resnet_jax.errors import UserError
 
 
@@ -24,7 +25,11 @@ def checkpoint_dir(workdir: str) -> str:
 def create_manager(workdir: str, keep: int = 1, create: bool = True) -> ocp.CheckpointManager:
   """create=False opens an existing folder read-only (for --mode=eval): nothing is written."""
   if create:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    # A save that failed (no room) or was killed leaves its temporary folder: removed when the
+    # next run opens the folder, so the space it took is free again.
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, cleanup_tmp_directories=True
+    )
   else:
     options = ocp.CheckpointManagerOptions(create=False, read_only=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
@@ -51,8 +56,46 @@ def open_step(workdir: str, step: int) -> tuple[ocp.CheckpointManager, int]:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-  """Starts an asynchronous save; orbax writes to a temporary folder and renames it when done."""
-  manager.save(step, args=ocp.args.StandardSave(state))
+  """Starts an asynchronous save; orbax writes to a temporary folder and renames it when done.
+
+  The save before it is waited for first: orbax reports its failure here. A failure for lack of
+  room (a full disk, a quota, a file size limit) raises UserError; older checkpoints are intact
+  (orbax deletes one beyond keep_checkpoints only once the new one is complete).
+  """
+  with _no_room_is_user_error(manager, state):
+    manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def finish(manager: ocp.CheckpointManager, state: Any) -> None:
+  """Waits for the save in flight, then closes the manager; a save that found no room raises
+  UserError, as in save()."""
+  with _no_room_is_user_error(manager, state):
+    manager.wait_until_finished()
+  manager.close()
+
+
+def _no_room_is_user_error(
+  manager: ocp.CheckpointManager, state: Any
+) -> contextlib.AbstractContextManager[None]:
+  folder = str(manager.directory)
+
+  def room() -> tuple[int, str, str]:
+    # Complete checkpoints only: orbax renames a step's folder to its number once it is whole.
+    steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+    if not steps:
+      size = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
+      return size, "the state's size", 'No checkpoint was saved: the run starts afresh.'
+    latest = os.path.join(folder, str(steps[-1]))
+    size = sum(
+      os.path.getsize(os.path.join(d, name)) for d, _, names in os.walk(latest) for name in names
+    )
+    return (
+      size,
+      f'the size of the checkpoint of step {steps[-1]}',
+      f'The checkpoint of step {steps[-1]} is intact: the run resumes from it.',
+    )
+
+  return errors.no_room_is_user_error(f'Saving a checkpoint in {folder}', folder, room)
 
 
 def restore(manager: ocp.CheckpointManager, step: int, template: Any, partial: bool = False) -> Any:

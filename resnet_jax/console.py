@@ -9,22 +9,42 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 
 from absl import logging
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_ORBAX = f'{os.sep}orbax{os.sep}'
 
 
 def quiet_libraries(entry_point: str) -> None:
-  """Drops log records below WARNING except this package's and the entry point file's."""
+  """Drops log records below WARNING except this package's and the entry point file's, and the
+  echoes of a failed checkpoint save (orbax's tracebacks, tensorstore's late callbacks)."""
   ours = (_PACKAGE, os.path.abspath(entry_point))
 
   def keep(record: std_logging.LogRecord) -> bool:
+    if _ORBAX in record.pathname:
+      # orbax logs a failed background save with its traceback once for every thread it passed
+      # (five for one full disk); the error the run raises carries the same traceback.
+      record.exc_info = record.exc_text = None
     return record.levelno >= std_logging.WARNING or record.pathname.startswith(ours)
 
   logging.get_absl_handler().addFilter(keep)
+  # Once an asynchronous save has failed (a full disk), tensorstore hands each of its remaining
+  # writes' results to orbax's event loop, closed by then: dozens of identical tracebacks after
+  # the one failure, which orbax logs and the run reports.
+  report = sys.unraisablehook
+
+  def unraisable(hook_args) -> None:
+    if not (
+      isinstance(hook_args.exc_value, RuntimeError)
+      and str(hook_args.exc_value) == 'Event loop is closed'
+    ):
+      report(hook_args)
+
+  sys.unraisablehook = unraisable
 
 
 def opening_lines(

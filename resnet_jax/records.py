@@ -10,8 +10,11 @@ Only the standard library at import: tools read records where JAX is not install
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -20,6 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from resnet_jax import errors
+
 if TYPE_CHECKING:
   import ml_collections
 
@@ -27,16 +32,41 @@ METRICS = 'metrics.jsonl'
 CONFIG = 'config.json'
 PROVENANCE = 'provenance.json'
 TIMELINE = 'timeline.json'
+_TMP = '.tmp-'  # write_bytes's temporary file: path + _TMP + its writer's host and pid
+
+_log = logging.getLogger(__name__)
 
 
-def write_bytes(path: str, data: bytes) -> None:
-  """Replaces the file at path with data, atomically (temporary file, fsync, rename)."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+def write_bytes(path: str, data: bytes | memoryview) -> None:
+  """Replaces the file at path with data, atomically (temporary file, fsync, rename).
+
+  A write that finds no room (a full disk, a quota, a file size limit) raises UserError and leaves
+  the file as it was.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  tmp = f'{path}{_TMP}{socket.gethostname()}-{os.getpid()}'
+  kept = f'{os.path.basename(path)} is as it was before.'
+  try:
+    with errors.no_room_is_user_error(
+      f'Writing {path}', folder, lambda: (len(data), 'the new file', kept)
+    ):
+      with open(tmp, 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  # The rename outlives a power cut only once the folder's entry is on disk too. Some file
+  # systems (FUSE mounts) refuse to fsync a folder: the rename is then as durable as they make it.
+  with contextlib.suppress(OSError):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def write_text(path: str, text: str) -> None:
@@ -74,10 +104,37 @@ def read_json(path: str) -> Any | None:
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
   """The rows of workdir/metrics.jsonl, in order; only those of `split` if given."""
-  path = os.path.join(workdir, METRICS)
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = _read_rows(os.path.join(workdir, METRICS))
   return [row for row in rows if split is None or row['split'] == split]
+
+
+def _read_rows(path: str) -> list[dict[str, Any]]:
+  """The rows of a metrics.jsonl. A last line cut short is left out, with a warning.
+
+  write_bytes never leaves a line cut short, but a copy interrupted, an older version of this
+  code (which appended) or a file system that does not keep renames atomic may: the rows before
+  it are sound. A damaged line before the last is no such accident: UserError.
+  """
+  with open(path, errors='replace') as f:
+    lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for n, line in lines:
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if n != lines[-1][0]:
+        raise errors.UserError(
+          f'{path}, line {n}, is not a JSON row ({e}): {line.rstrip()[:80]!r}. Repair or '
+          'delete that line, or move the file aside to start the log anew.'
+        ) from e
+      _log.warning(
+        'Left out the last line of %s: it is cut short (%r), as a write that was interrupted '
+        'leaves it; the %d rows before it are complete.',
+        path,
+        line.rstrip()[-80:],
+        len(rows),
+      )
+  return rows
 
 
 class MetricsLog:
@@ -87,8 +144,8 @@ class MetricsLog:
   replica, so every reader handles one shape. TensorBoard gets a run folder per seed
   (tensorboard/seed_<seed>), so it overlays the replicas. A resumed run replays the steps after
   its checkpoint, so rows past start_step are dropped when the log opens. The whole file is
-  rewritten at each write of rows: a few megabytes for a long run of many replicas, and never a
-  torn line.
+  rewritten through write_bytes at each write of rows (a few megabytes for a long run of many
+  replicas): a kill at any moment leaves the old file or the new one, never a torn line.
   """
 
   def __init__(self, workdir: str, start_step: int, seeds: Sequence[int], active: bool = True):
@@ -98,11 +155,12 @@ class MetricsLog:
     self._lines: list[str] = []
     if not active:
       return
+    # A writer killed mid-write leaves its temporary file; the run's lock says none is writing now.
+    for stale in glob.glob(glob.escape(self.path) + _TMP + '*'):
+      os.remove(stale)
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        self._lines = [
-          line for line in f if line.strip() and json.loads(line)['step'] <= start_step
-        ]
+      rows = _read_rows(self.path)
+      self._lines = [json.dumps(row) + '\n' for row in rows if row['step'] <= start_step]
       write_text(self.path, ''.join(self._lines))
     self._tensorboard = [
       TensorBoard(os.path.join(workdir, 'tensorboard', f'seed_{seed}'), start_step)
@@ -139,6 +197,7 @@ class TensorBoard:
 
     self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
     os.makedirs(logdir, exist_ok=True)
+    self._logdir = logdir
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
     self._writer = RecordWriter(open(os.path.join(logdir, name), 'wb'))
     self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
@@ -163,8 +222,11 @@ class TensorBoard:
         for k, v in values.items()
       ]
     )
-    self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-    self._writer.flush()
+    event = self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)
+    room = (event.ByteSize(), 'an event', 'The events written before are intact.')
+    with errors.no_room_is_user_error(f'Writing to {self._logdir}', self._logdir, lambda: room):
+      self._write(event)
+      self._writer.flush()
 
   def close(self) -> None:
     self._writer.close()

@@ -4,22 +4,24 @@ CIFAR-10 and CIFAR-100 for training, and the other test sets of extra_sets.py (C
 CIFAR-10-C). tfds's builders need TensorFlow to prepare a dataset (they read the downloaded files
 with tf.io.gfile), so preparation runs in a child process, `python -m resnet_jax.tfds_source
 NAME... DIR`, with the CPU-only tensorflow-cpu; TensorFlow never loads into the training process.
-Reading goes through `tfds.data_source` (ArrayRecord, images decoded by Pillow) into uint8 arrays.
+Reading goes through `tfds.data_source` (ArrayRecord, images decoded by Pillow) into uint8 arrays,
+which are cached beside the prepared dataset: later starts load them instead of decoding again.
 
 tensorflow_datasets itself is imported inside the functions, so the package imports without it.
 """
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from resnet_jax import archive_source, cifar, extra_sets
+from resnet_jax import archive_source, array_cache, cifar, extra_sets
 from resnet_jax.errors import UserError
 
 # Where each tfds builder downloads its files (the host of its URLs), by dataset name.
@@ -31,6 +33,10 @@ DOWNLOAD_HOSTS = {
 }
 PROBE_TIMEOUT_S = 5.0
 PREPARE_TIMEOUT_S = 3600
+READ_BATCH = 1000  # records a read asks for at once
+# Beside each prepared dataset's record files (data_dir/NAME/VERSION/): its splits as decoded
+# uint8 arrays, so later starts skip the decoding (resnet_jax/array_cache.py).
+CACHE_FOLDER = 'uint8_arrays'
 
 
 def _data_dir(data_dir: str) -> str:
@@ -118,6 +124,8 @@ def prepare(names: Sequence[str], data_dir: str) -> None:
 
 
 def _read_split(name: str, split: str, data_dir: str) -> cifar.Split:
+  """The split's arrays: from the cache beside the prepared dataset when it is of its record files
+  as they are now, else decoded from the records (and cached)."""
   import tensorflow_datasets as tfds
 
   source = tfds.data_source(
@@ -127,12 +135,30 @@ def _read_split(name: str, split: str, data_dir: str) -> cifar.Split:
     download=False,
     builder_kwargs={'file_format': 'array_record'},
   )
+  info = source.dataset_info
+  try:
+    files = info.splits[split].filepaths
+  except KeyError:  # no files to key a cache on (tfds.testing.mock_data's sources)
+    return _decode(source)
+  stats = [
+    (os.path.basename(f), s.st_size, s.st_mtime_ns) for f, s in zip(files, map(os.stat, files))
+  ]
+  key = json.dumps({'version': str(info.version), 'files': stats})
+  path = os.path.join(info.data_dir, CACHE_FOLDER, f'{split}.npz')
+  cached = array_cache.load(path, key)
+  if cached is not None and len(cached['labels']) == len(source):
+    return cifar.Split(cached['images'], cached['labels'])
+  split_arrays = _decode(source)
+  array_cache.save(path, key, {'images': split_arrays.images, 'labels': split_arrays.labels})
+  return split_arrays
+
+
+def _decode(source) -> cifar.Split:
+  """Every record of a tfds data source, decoded into arrays (CIFAR's in the official order)."""
   images = np.empty((len(source), 32, 32, 3), np.uint8)
   labels = np.empty((len(source),), np.int32)
   ids = []
-  # One record at a time: some data sources (tfds.testing.mock_data's) have no batched getter.
-  for i in range(len(source)):
-    record = source[i]
+  for i, record in enumerate(_records(source)):
     images[i] = record['image']
     labels[i] = record['label']
     if 'id' in record:
@@ -143,6 +169,19 @@ def _read_split(name: str, split: str, data_dir: str) -> cifar.Split:
   # order, so both sources yield the same arrays (and the same validation split).
   order = np.argsort(np.asarray(ids), kind='stable')
   return cifar.Split(images[order], labels[order])
+
+
+def _records(source) -> Iterator[dict]:
+  """The records in order, read a batch at a time: ArrayRecord reads a batch in one go, several
+  times faster than one record at a time. (Threads decoding batches in parallel gained nothing:
+  tfds decodes under the GIL.)"""
+  for start in range(0, len(source), READ_BATCH):
+    keys = range(start, min(start + READ_BATCH, len(source)))
+    try:
+      batch = source.__getitems__(list(keys))
+    except TypeError:  # tfds.testing.mock_data's batched getter is broken: one at a time
+      batch = [source[i] for i in keys]
+    yield from batch
 
 
 def load(

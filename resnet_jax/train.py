@@ -301,8 +301,7 @@ def _train(
       )
   finally:
     profiler.after_chunk(step, state, force_stop=True)
-    manager.wait_until_finished()
-    manager.close()
+    checkpoint.finish(manager, state)
     log.close()
   return state
 

@@ -1,5 +1,10 @@
 """The tfds source: mock data, the real CIFAR builders on small archives, and the offline error."""
 
+import logging
+import os
+import pathlib
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,6 +15,7 @@ import pytest
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
+from benchmarks import data_start  # noqa: E402
 from resnet_jax import archive_source, cifar, data, tfds_source  # noqa: E402
 from resnet_jax.errors import UserError  # noqa: E402
 from tests import fake_cifar  # noqa: E402
@@ -51,17 +57,25 @@ def test_real_builder_prepares_a_local_archive_and_reads_it_back_exactly(name, t
   assert time.perf_counter() - start < 2
 
 
-def test_tensorflow_never_loads_into_the_training_process(tmp_path):
+@pytest.fixture(scope='module')
+def prepared_cifar10(tmp_path_factory) -> tuple[pathlib.Path, fake_cifar.FakeCifar]:
+  """A data_dir where the real builder prepared a fake CIFAR-10, and its examples."""
+  folder = tmp_path_factory.mktemp('prepared')
+  fake = fake_cifar.write_cifar10(folder / 'archive', form='parent')
+  prepare_offline(folder / 'tfds', folder / 'archive', ['cifar10'])
+  return folder / 'tfds', fake
+
+
+def test_tensorflow_never_loads_into_the_training_process(prepared_cifar10, tmp_path):
   # A fresh interpreter: this one may have loaded TensorFlow for other tests' readers.
-  fake_cifar.write_cifar10(tmp_path / 'archive', form='parent')
-  prepare_offline(tmp_path / 'tfds', tmp_path / 'archive', ['cifar10'])
+  data_dir = str(prepared_cifar10[0])
   script = f"""
 import sys
 from resnet_jax import models
 assert 'tensorflow_datasets' not in sys.modules, 'models imports tfds'
 from resnet_jax import records, tfds_source, train
-tfds_source.prepare(['cifar10'], {str(tmp_path / 'tfds')!r})  # prepared: starts no child
-tfds_source.load('cifar10', {str(tmp_path / 'tfds')!r})
+tfds_source.prepare(['cifar10'], {data_dir!r})  # prepared: starts no child
+tfds_source.load('cifar10', {data_dir!r})
 log = records.MetricsLog({str(tmp_path / 'run')!r}, 0, seeds=[0])
 log.write(1, 'train', [{{'loss': 1.0}}])
 log.close()
@@ -72,6 +86,65 @@ print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_a_second_load_reads_the_cache_and_a_stale_or_damaged_one_is_rebuilt(
+  prepared_cifar10, monkeypatch, caplog
+):
+  data_dir, fake = prepared_cifar10
+  (version_dir,) = (data_dir / 'cifar10').iterdir()
+  cache = version_dir / tfds_source.CACHE_FOLDER
+  shutil.rmtree(cache, ignore_errors=True)  # another test's load may have written it
+  decoded = []  # the splits decoded from their records, by each load
+  decode = tfds_source._decode
+  monkeypatch.setattr(
+    tfds_source, '_decode', lambda source: decoded.append(source.split) or decode(source)
+  )
+
+  def load() -> list[str]:
+    decoded.clear()
+    train, test = tfds_source.load('cifar10', str(data_dir))
+    for ours, theirs in (
+      (train.images, fake.train_images),
+      (train.labels, fake.train_labels),
+      (test.images, fake.test_images),
+      (test.labels, fake.test_labels),
+    ):
+      np.testing.assert_array_equal(ours, theirs)
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+    return decoded
+
+  assert load() == ['train', 'test']
+  assert sorted(p.name for p in cache.iterdir()) == ['test.npz', 'train.npz']
+  assert load() == []  # every split from the cache
+  # Stale: a record file changed since the cache was written (here, only its time).
+  (records_file,) = version_dir.glob('cifar10-train.array_record*')
+  mtime = records_file.stat().st_mtime_ns + 10**9
+  os.utime(records_file, ns=(mtime, mtime))
+  assert load() == ['train']
+  assert load() == []
+  # Damaged: one byte of the cached images changed (the zip's CRC-32 no longer matches).
+  path = cache / 'train.npz'
+  damaged = bytearray(path.read_bytes())
+  damaged[len(damaged) // 2] ^= 0xFF
+  path.write_bytes(bytes(damaged))
+  with caplog.at_level(logging.WARNING):
+    assert load() == ['train']
+  assert f'The cache {path} is damaged' in caplog.text
+  assert load() == []
+
+
+def test_the_start_benchmark_times_both_starts(prepared_cifar10, monkeypatch, capsys):
+  data_dir = str(prepared_cifar10[0])
+  monkeypatch.setattr(sys, 'argv', ['data_start', f'--data_dir={data_dir}', '--rounds=1'])
+  data_start.main()
+  lines = capsys.readouterr().out.splitlines()
+  assert re.fullmatch(r'round 1: first start \d+\.\d\d s, cached start \d+\.\d\d s', lines[0])
+  assert lines[1].startswith(f'cifar10 in {data_dir}, median of 1: first start ')
+  monkeypatch.setattr(sys, 'argv', ['data_start', f'--data_dir={data_dir}', '--name=cifar100'])
+  with pytest.raises(SystemExit):
+    data_start.main()
+  assert 'cifar100 is not prepared as ArrayRecord in' in capsys.readouterr().err
 
 
 def _offline(monkeypatch) -> list:
