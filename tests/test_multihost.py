@@ -21,6 +21,7 @@ import pytest
 import resnet_jax
 from configs import resnet_test
 from resnet_jax import checkpoint, records, setup
+from tests import fake_cifar
 from tests.launching import REPO, TIMEOUT_S, env, launch
 
 
@@ -226,6 +227,8 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
   args = _args(
     cifar_dir,
     tmp_path / 'run',
+    '--config.log_every_steps=200',  # no fetch but the loop's own bound on its lead
+    '--config.eval_every_steps=200',
     '--config.num_train_steps=400',
     '--config.checkpoint_every_steps=200',
   )
@@ -241,6 +244,10 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
   assert all(steps), stderrs
   step = int(steps[0].group(1))
   assert int(steps[1].group(1)) == step and 0 < step < 400
+  for text in stderrs:  # at most one chunk (2 steps) queued when the notice was agreed on
+    seen = re.search(r'received at step (\d+): saving a checkpoint at step (\d+)', text)
+    assert seen and int(seen.group(2)) == step, text[-3000:]
+    assert int(seen.group(1)) <= step <= int(seen.group(1)) + 2
   assert (tmp_path / 'run' / 'checkpoints' / str(step)).is_dir()
 
   codes, stderrs = _run(
@@ -248,3 +255,25 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
   )
   assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
   assert f'Resumed from the checkpoint of step {step}' in stderrs[0]
+
+
+def test_evaluations_back_to_back_finish_on_every_process(tmp_path):
+  """Ten evaluations of 10,000 test images (20 batches each) by 2 processes x 2 devices.
+
+  Batches dispatched independently could run their cross-process reductions in a different order
+  on each process; one of two such runs hung for good (issue #16). Each batch now adds to the
+  sums of the one before, so it waits for it.
+  """
+  data_dir = tmp_path / 'cifar10'
+  fake_cifar.write_cifar10(data_dir, records_per_batch=16, test_records=10_000)
+  args = _args(
+    data_dir,
+    tmp_path / 'run',
+    '--config.num_train_steps=10',
+    '--config.eval_every_steps=1',
+    '--config.checkpoint_every_steps=10',
+    '--config.eval.batch_size=512',
+  )
+  codes, stderrs = _run(2, 2, args, tmp_path / 'logs')
+  assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
+  assert stderrs[0].count('(10000 examples)') == 10
