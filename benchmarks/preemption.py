@@ -13,7 +13,7 @@ trial times that exit and reads the child's log and workdir:
                  received at step N'): the end of the chunk running at the signal
   saved          the checkpoint's step: `seen at` plus the chunk already queued (at most one)
   exit s         seconds from the signal to the exit, the checkpoint committed
-  chunk s        steps_per_call * batch / img/s of the last progress line: one chunk's time
+  chunk s        steps_per_call * batch / img/s of the run's last progress line: a chunk's time
 
 The bound: exit s <= the rest of the running chunk + one chunk + the save (and, for 'compile',
 the rest of the compilation). From the repository root:
@@ -69,7 +69,7 @@ def _wait_for(child: Child, text: str) -> None:
 
 
 def _chunk_seconds(workdir: pathlib.Path, log: str) -> float | None:
-  """One chunk's time at the rate of the last progress line before the signal."""
+  """One chunk's time at the rate of the run's last progress line (it may follow the signal)."""
   rates = _PROGRESS.findall(log)
   config, timeline = records.read_config(str(workdir)), records.read_timeline(str(workdir))
   if not rates or config is None or timeline is None:
@@ -97,7 +97,7 @@ def run_trial(command: list[str], workdir: pathlib.Path, trial: Trial, logs: pat
   log = child.log_text()
   steps = _PROGRESS.findall(before)
   trial.progress_step = int(steps[-1][0]) if steps else None
-  trial.chunk_s = _chunk_seconds(workdir, before)
+  trial.chunk_s = _chunk_seconds(workdir, log)
   if seen := _SEEN.search(log):
     trial.seen_at = int(seen.group(1))
   stopped = _STOPPED.search(log)
