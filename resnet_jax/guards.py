@@ -197,7 +197,7 @@ class StopRequest:
     again = ' (Ctrl-C again to stop at once, without saving)' if self._install else ''
     logging.warning(
       '%s received at step %d: saving a checkpoint at step %d%s, then stopping%s.',
-      self.signal_name,
+      self.signal_name[0].upper() + self.signal_name[1:],  # 'A preemption notice ...
       done_step,
       save_step,
       then,
