@@ -11,7 +11,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 
@@ -121,44 +121,81 @@ def _duration(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-class Progress:
-  """Training throughput and ETA between log points, not counting eval or checkpoint time."""
+# Wall-clock seconds between progress lines when no log row was written meanwhile: with the
+# default log_every_steps a CPU run would otherwise say nothing for a minute or more.
+LIVE_EVERY_S = 5.0
 
-  def __init__(self, total_steps: int, images_per_step: int, steps_per_epoch: int, start_step: int):
-    """images_per_step: the batch of every replica together."""
+
+class Progress:
+  """Training throughput and ETA between log points, not counting eval or checkpoint time; and
+  live lines between log rows, at most every live_every_s seconds.
+
+  Live lines cost no device sync: the loop hands them the last step the devices are known to
+  have finished (the chunk it waited for anyway to bound its lead).
+  """
+
+  def __init__(
+    self,
+    total_steps: int,
+    images_per_step: int,
+    steps_per_epoch: int,
+    start_step: int,
+    live_every_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+  ):
+    """images_per_step: the batch of every replica together. live_every_s: None takes
+    LIVE_EVERY_S. clock: seconds, monotonic (tests pass their own)."""
     self.total_steps = total_steps
     self.images_per_step = images_per_step
     self.steps_per_epoch = steps_per_epoch
     self.start_step = start_step
+    self._live_every_s = LIVE_EVERY_S if live_every_s is None else live_every_s
+    self._clock = clock
     self._step = start_step
-    self._time = time.perf_counter()
+    self._time = clock()
+    self._shown = self._time  # when the last line (log row or live) was written
 
   def restart(self, step: int) -> None:
     """Call after work that is not training (compile, eval, save) so it is not counted."""
     self._step = step
-    self._time = time.perf_counter()
+    self._time = self._clock()
 
   def images_per_second(self, step: int) -> float | None:
-    """Since the last call or restart (None if no step since); call right after a fetch."""
-    now = time.perf_counter()
+    """Since the last call or restart (None if no step since); call right after a fetch, just
+    before the log row's line."""
+    now = self._clock()
     rate = None
     if step > self._step:
       rate = (step - self._step) * self.images_per_step / max(now - self._time, 1e-9)
-    self._step, self._time = step, now
+    self._step, self._time, self._shown = step, now, now
     return rate
+
+  def _speed(self, step: int, images_per_second: float | None) -> str:
+    if not images_per_second:
+      return '(timing from the next log)'
+    eta = (self.total_steps - step) * self.images_per_step / images_per_second
+    return f'{images_per_second:8.1f} img/s  ETA {_duration(eta)}'
+
+  def _position(self, step: int) -> str:
+    return f'epoch {step / self.steps_per_epoch:7.2f}  step {step:>7}/{self.total_steps}'
+
+  def live_line(self, done_step: int) -> str | None:
+    """A line once live_every_s have passed since the last line, if any step was done since the
+    last log row or restart: done_step (the last step known finished), images/s over those steps
+    and the ETA. None when no line is due."""
+    now = self._clock()
+    if now - self._shown < self._live_every_s or done_step <= self._step:
+      return None
+    self._shown = now
+    rate = (done_step - self._step) * self.images_per_step / max(now - self._time, 1e-9)
+    return f'{self._position(done_step)}  {self._speed(done_step, rate)}'
 
   def line(self, step: int, rows: Sequence[dict], images_per_second: float | None) -> str:
     """rows: each replica's train row; a diverged one (with diverged_at) is left out."""
     live = [row for row in rows if 'diverged_at' not in row]
-    if images_per_second:
-      speed = f'{images_per_second:8.1f} img/s  ETA ' + _duration(
-        (self.total_steps - step) * self.images_per_step / images_per_second
-      )
-    else:
-      speed = '(timing from the next log)'
     return (
-      f'epoch {step / self.steps_per_epoch:7.2f}  step {step:>7}/{self.total_steps}  '
+      f'{self._position(step)}  '
       f'loss {_spread([r["loss"] for r in live])}  '
-      f'train top1 {_spread([r["top1"] for r in live])}  lr {live[0]["lr"]:.5f}  {speed}'
-      f'{_live(len(rows), len(live))}'
+      f'train top1 {_spread([r["top1"] for r in live])}  lr {live[0]["lr"]:.5f}  '
+      f'{self._speed(step, images_per_second)}{_live(len(rows), len(live))}'
     )

@@ -53,8 +53,11 @@ def make_eval_fn(
   state: a stacked TrainState of len(seeds) replicas (seeds[k]: replica k's seed).
 
   One jitted call per batch (a lax.scan over batches runs ~30x slower on XLA's CPU backend);
-  the sums stay on the device until the end. flip_tta adds loss_flip_tta, top1_flip_tta and
-  top5_flip_tta: the same of the logits averaged over each image and its horizontal flip.
+  the sums stay on the device until the end. Each call adds its batch to the running sums it is
+  given, so it cannot start before the call before it is done: independent calls in flight
+  together could run their cross-process reductions in a different order on each process and
+  hang (gloo on the CPU). flip_tta adds loss_flip_tta, top1_flip_tta and top5_flip_tta: the
+  same of the logits averaged over each image and its horizontal flip.
   """
 
   def metric_sums(logits, labels, valid):
@@ -66,7 +69,7 @@ def make_eval_fn(
     ]
 
   @jax.jit
-  def eval_batch(variables, images, labels, start, count):
+  def eval_batch(sums, variables, images, labels, start, count):
     index = start + jnp.arange(batch_size)
     index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
     valid = (index < count).astype(jnp.float32)
@@ -83,11 +86,11 @@ def make_eval_fn(
         out += metric_sums(mean_logits, batch_labels, valid)
       return jnp.stack(out)
 
-    sums = parallel.over_replicas(replica_sums, mesh, in_axes=(0, None, None, None))(
+    batch_sums = parallel.over_replicas(replica_sums, mesh, in_axes=(0, None, None, None))(
       variables, batch_images, batch_labels, valid
     )
     # On every device, so that every process can read every replica's sums.
-    return jax.lax.with_sharding_constraint(sums, parallel.replicated(mesh))
+    return jax.lax.with_sharding_constraint(sums + batch_sums, parallel.replicated(mesh))
 
   names = ('loss', 'top1', 'top5')
   if flip_tta:
@@ -95,10 +98,9 @@ def make_eval_fn(
 
   def evaluate(state: Any, split: EvalSet) -> dict[str, Any]:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    sums = sum(
-      eval_batch(variables, split.images, split.labels, start, split.count)
-      for start in range(0, len(split.labels), batch_size)
-    )
+    sums = parallel.replicate(np.zeros((len(seeds), len(names)), np.float32), mesh)
+    for start in range(0, len(split.labels), batch_size):
+      sums = eval_batch(sums, variables, split.images, split.labels, start, split.count)
     per_replica = [
       {name: float(x) / split.count for name, x in zip(names, row)} for row in jax.device_get(sums)
     ]

@@ -210,9 +210,10 @@ class StopRequest:
   """A request to save at the next chunk boundary and stop, as every process agrees on it.
 
   One process: SIGTERM and SIGINT only set a flag (a second SIGINT, Ctrl-C twice, stops at
-  once, without saving). Several processes: no Python handler, since JAX's preemption notifier
-  owns SIGTERM; a notice reaching any process is agreed on through JAX's preemption sync point,
-  so every process saves the same step.
+  once, without saving); the loop reads it after each chunk and says so (logging from a signal
+  handler could deadlock on the logging lock the interrupted code holds). Several processes: no
+  Python handler, since JAX's preemption notifier owns SIGTERM; a notice reaching any process is
+  agreed on through JAX's preemption sync point, so every process saves the same step.
   """
 
   def __init__(self):
@@ -235,11 +236,6 @@ class StopRequest:
     if self.signal_name == 'SIGINT' and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signal_name = signal.Signals(signum).name
-    logging.warning(
-      '%s received: saving a checkpoint at the end of this chunk, then stopping '
-      '(Ctrl-C again to stop at once, without saving).',
-      self.signal_name,
-    )
 
   def after_chunk(self) -> bool:
     """Called once after every chunk, on every process: whether to save and stop now."""
@@ -247,6 +243,20 @@ class StopRequest:
     if self._multi_process and multihost_utils.reached_preemption_sync_point(self._chunks):
       self.signal_name = 'a preemption notice (SIGTERM) to one of the processes'
     return self.signal_name is not None
+
+  def announce(self, done_step: int, save_step: int) -> None:
+    """Logs the request, once the loop has seen it: done_step is the last step the devices are
+    known to have finished, save_step the end of the chunk already queued, which is saved."""
+    then = ', the end of the chunk already queued' if save_step > done_step else ''
+    again = ' (Ctrl-C again to stop at once, without saving)' if self._install else ''
+    logging.warning(
+      '%s received at step %d: saving a checkpoint at step %d%s, then stopping%s.',
+      self.signal_name[0].upper() + self.signal_name[1:],  # 'A preemption notice ...
+      done_step,
+      save_step,
+      then,
+      again,
+    )
 
   def __exit__(self, *exc) -> None:
     for signum, handler in self._previous.items():

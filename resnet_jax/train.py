@@ -2,6 +2,8 @@
 
 The host only counts steps and, at log, eval and checkpoint steps, fetches small results. Where
 each call ends is the timeline's chunk plan, so evals and checkpoints land on their exact steps.
+The host stays at most one chunk ahead of the devices (_Lead), so a stop request is honoured
+within the running chunk and one more, and progress lines know how far the devices are.
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ def _train(
   unlogged = _UnloggedSteps(step, workdir, run.seeds, jax.device_get(state.diverged_at).tolist())
   last_saved = manager.latest_step()
   compiled: set[int] = set()  # call lengths already compiled (and timed) in this process
+  lead = _Lead(step)
   stopping = False
   # Whatever ends the loop (the end, a stop request, a NaN), an asynchronous save in flight is
   # finished before the process can exit, so no complete checkpoint is ever lost.
@@ -280,8 +283,13 @@ def _train(
           _report_compilation(state, num_steps, start, run.cache_dir)
           progress.restart(step)  # compiling is not training: keep it out of images/s
           compiled.add(num_steps)
+          lead.synced(step)
+        done = lead.wait(step, chunk_metrics)
+        if line := progress.live_line(done):
+          logging.info(line)
         stopping = stop_request.after_chunk()
         if stopping:
+          stop_request.announce(done, step)
           break
       saving = stopping or timeline.is_checkpoint_step(step)
       if saving or any(map(timeline.is_log_step, range(unlogged.first_step, step + 1))):
@@ -304,6 +312,31 @@ def _train(
     checkpoint.finish(manager, state)
     log.close()
   return state
+
+
+class _Lead:
+  """Bounds how far the host runs ahead of the devices: one chunk queued behind the running one.
+
+  Dispatch is asynchronous, so without a bound the host queues chunks up to the next fetch (a
+  log, eval or checkpoint step), and a stop request would wait for all of them. After each
+  dispatch the host waits for the chunk before it (its metrics: a small array, no transfer), so
+  the devices always find the next chunk queued while the host does its part.
+  """
+
+  def __init__(self, step: int):
+    self._previous: tuple[int, dict[str, jax.Array] | None] = (step, None)
+
+  def wait(self, step: int, chunk_metrics: dict[str, jax.Array]) -> int:
+    """Call after dispatching the chunk ending at `step`; returns the last step known done."""
+    done, previous = self._previous
+    if previous is not None:
+      jax.block_until_ready(previous)
+    self._previous = (step, chunk_metrics)
+    return done
+
+  def synced(self, step: int) -> None:
+    """Every chunk up to `step` is done: the host has waited for the state itself."""
+    self._previous = (step, None)
 
 
 def _report_compilation(state: TrainState, num_steps: int, start: float, cache: str | None):

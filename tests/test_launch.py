@@ -304,6 +304,9 @@ def _start_long_run(cifar_dir, workdir) -> tuple[list[str], subprocess.Popen, li
     '--config.num_train_steps=400',
     '--config.checkpoint_every_steps=200',
     '--config.schedule.name=piecewise',  # so that the resume may shorten it
+    # No fetch between these: nothing but the loop's own bound keeps the host near the devices.
+    '--config.log_every_steps=200',
+    '--config.eval_every_steps=200',
   ]
   child = subprocess.Popen(command, cwd=REPO, env=env(4), stderr=subprocess.PIPE, text=True)
   lines = []
@@ -327,6 +330,11 @@ def test_sigterm_saves_at_the_next_chunk_and_the_same_command_resumes(cifar_dir,
   step = int(saved.group(1))
   assert 0 < step < 400 and (tmp_path / 'checkpoints' / str(step)).is_dir()
   assert 'Traceback' not in rest
+  # The host runs at most one chunk (resnet_test: 2 steps) ahead of the devices, so the save
+  # comes at most a chunk after the step they had finished when the loop saw the signal.
+  seen = re.search(r'SIGTERM received at step (\d+): saving a checkpoint at step (\d+)', rest)
+  assert seen and int(seen.group(2)) == step, rest[-3000:]
+  assert int(seen.group(1)) <= step <= int(seen.group(1)) + 2
 
   resumed = subprocess.run(
     command + ['--config.num_train_steps=' + str(step + 4)],

@@ -21,6 +21,7 @@ import pytest
 import resnet_jax
 from configs import resnet_test
 from resnet_jax import checkpoint, records, setup
+from tests import fake_cifar
 from tests.launching import REPO, TIMEOUT_S, env, launch
 
 
@@ -227,6 +228,8 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
     cifar_dir,
     tmp_path / 'run',
     '--config.schedule.name=piecewise',  # so that the resume may shorten it
+    '--config.log_every_steps=200',  # no fetch but the loop's own bound on its lead
+    '--config.eval_every_steps=200',
     '--config.num_train_steps=400',
     '--config.checkpoint_every_steps=200',
   )
@@ -242,6 +245,10 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
   assert all(steps), stderrs
   step = int(steps[0].group(1))
   assert int(steps[1].group(1)) == step and 0 < step < 400
+  for text in stderrs:  # at most one chunk (2 steps) queued when the notice was agreed on
+    seen = re.search(r'received at step (\d+): saving a checkpoint at step (\d+)', text)
+    assert seen and int(seen.group(2)) == step, text[-3000:]
+    assert int(seen.group(1)) <= step <= int(seen.group(1)) + 2
   assert (tmp_path / 'run' / 'checkpoints' / str(step)).is_dir()
 
   codes, stderrs = _run(
@@ -249,3 +256,26 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(cifar_dir, 
   )
   assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
   assert f'Resumed from the checkpoint of step {step}' in stderrs[0]
+
+
+def test_evaluations_back_to_back_finish_on_every_process(tmp_path):
+  """Ten evaluations of 2,000 test images in 32 batches each, by 2 processes x 2 devices.
+
+  Batches dispatched independently could run their cross-process reductions in a different order
+  on each process and hang for good (issue #16): so did 3 of 3 such runs before each batch
+  added to the sums of the one before (and 3 of 4 with 10,000 images in 20 batches: what counts
+  is the batches in flight).
+  """
+  data_dir = tmp_path / 'cifar10'
+  fake_cifar.write_cifar10(data_dir, records_per_batch=16, test_records=2000)
+  args = _args(
+    data_dir,
+    tmp_path / 'run',
+    '--config.num_train_steps=10',
+    '--config.eval_every_steps=1',
+    '--config.checkpoint_every_steps=10',
+    '--config.eval.batch_size=64',
+  )
+  codes, stderrs = _run(2, 2, args, tmp_path / 'logs')
+  assert codes == [0, 0], '\n'.join(s[-2000:] for s in stderrs)
+  assert stderrs[0].count('(2000 examples)') == 10
