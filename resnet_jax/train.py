@@ -295,12 +295,16 @@ def _train(
       if saving or any(map(timeline.is_log_step, range(unlogged.first_step, step + 1))):
         unlogged.fetch(last_saved)
         _log_rows(unlogged, step, run, log, progress)
-      if timeline.is_eval_step(step):
-        _evaluate(state, step, run, log)
-      if saving:
-        checkpoint.save(manager, step, state)
-        last_saved = step
-      if saving or timeline.is_eval_step(step):
+      evaluating = timeline.is_eval_step(step)
+      # A stop saves before its eval, so the checkpoint commits while the eval runs; otherwise the
+      # eval comes first, so that the checkpoint of an eval step implies its eval row.
+      for part in ('save', 'eval') if stopping else ('eval', 'save'):
+        if part == 'eval' and evaluating:
+          _evaluate(state, step, run, log)
+        if part == 'save' and saving:
+          checkpoint.save(manager, step, state)
+          last_saved = step
+      if saving or evaluating:
         progress.restart(step)
     if stopping and step < timeline.total_steps:
       raise guards.Preempted(
