@@ -12,6 +12,7 @@ from resnet_jax import (
   checkpoint,
   console,
   distributed,
+  ema,
   evaluation,
   extra_sets,
   records,
@@ -65,9 +66,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state = checkpoint.restore(manager, step, run.state)
   manager.close()
   results = {'step': step}
-  for name, split in run.eval_sets.items():
-    results[name] = run.eval_fn(state, split)
-    logging.info(console.eval_line(name, step, results[name]))
+  for split_name, split in run.eval_sets.items():
+    for suffix, evaluated in ema.evaluated_states(state).items():
+      name = split_name + suffix
+      results[name] = run.eval_fn(evaluated, split)
+      logging.info(console.eval_line(name, step, results[name]))
   results.update(_evaluate_extra_sets(config, run, state, step))
   if distributed.is_writer():
     logging.info('Wrote %s.', records.write_eval(workdir, step, results))
