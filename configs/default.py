@@ -91,7 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # An exponential moving average of the weights and BatchNorm statistics, updated after every
   # step, saved in the checkpoints and evaluated beside the raw weights (as the splits
-  # test_ema, validation_ema). resnet_jax/ema.py has the update.
+  # test_ema, validation_ema: each evaluation takes twice as long). resnet_jax/ema.py has the
+  # update; docs/how-it-works.md why the BatchNorm statistics are averaged too.
   config.ema = ml_collections.ConfigDict()
   # The average's decay per step, in [0, 1); 0: no average. E.g. 0.999 (about the last 1000
   # steps) or 0.9999.

@@ -96,6 +96,9 @@ def test_cutout_is_a_function_of_seed_and_step_and_leaves_crop_and_flip_their_bi
   zeroed = np.asarray(cut) != np.asarray(plain)
   assert np.all(np.asarray(cut)[zeroed] == 0) and 0.1 < zeroed.mean() < 0.3
   np.testing.assert_array_equal(cut, _batch(aug_key, 7, 16, images, order, mesh))
+  # Its squares come from the step key folded with 1 (the key the contract between streams fixes).
+  step_key = jax.random.fold_in(aug_key, 7)
+  np.testing.assert_array_equal(cut, augment.cutout(plain, jax.random.fold_in(step_key, 1), 16))
   for other in (
     _batch(aug_key, 8, 16, images, order, mesh),
     _batch(other_seed, 7, 16, images, order, mesh),
@@ -179,3 +182,15 @@ def test_runs_saved_before_the_new_fields_resume_and_switching_the_ema_on_is_ref
   with pytest.raises(UserError, match=r'(?s)ema.decay: 0.0 -> 0.9.*allow_config_change'):
     guards.check_config_change(saved, config, None, None)
   assert not guards.same_structure(saved, config)
+
+
+def test_resuming_without_the_ema_a_run_kept_is_refused_and_moves_nothing(ema_runs):
+  config, workdir, _, _ = ema_runs
+  config = config.copy_and_resolve_references()
+  config.ema.decay, config.export.ema, config.num_train_steps = 0.0, False, 12
+  with pytest.raises(UserError, match=r'(?s)ema.decay: 0.9 -> 0.0.*allow_config_change=True'):
+    train.train_and_evaluate(config, str(workdir))
+  config.allow_config_change = True
+  with pytest.raises(UserError, match='(?s)Could not restore.*with an EMA of the weights'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / 'corrupt_checkpoints').exists()

@@ -13,12 +13,20 @@ def _refused(config, match, devices=4):
 
 
 def test_every_recipe_is_valid():
-  from configs import resnet18, resnet18_cifar100, resnet18_fast, resnet20_short, resnet110
+  from configs import (
+    resnet18,
+    resnet18_cifar100,
+    resnet18_cutout,
+    resnet18_fast,
+    resnet20_short,
+    resnet110,
+  )
 
   for module in (
     default,
     resnet18,
     resnet18_cifar100,
+    resnet18_cutout,
     resnet18_fast,
     resnet20_short,
     resnet110,

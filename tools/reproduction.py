@@ -24,7 +24,11 @@ from tools.runs import BOOKKEEPING, NOT_EXPERIMENT, Run
 
 HE_2015 = 'He et al. 2015 (arXiv:1512.03385), Table 6'
 FIGURE_6 = 'He et al. 2015, Figure 6 (curves only)'
-KUANGLIU = 'kuangliu/pytorch-cifar README (93.02% accuracy)'
+KUANGLIU = (
+  'kuangliu/pytorch-cifar README (93.02% accuracy: the best epoch of one run, of its earlier '
+  '350-epoch recipe)'
+)
+DEVRIES = 'DeVries & Taylor 2017 (arXiv:1708.04552), Table 1 (mean of 5 runs, last epoch)'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ PAPER = (
   Entry('resnet110', 'configs/resnet110.py', 6.61, '6.43 best, 6.61 ± 0.16 (5 runs)', HE_2015),
   Entry('resnet32', 'configs/resnet32.py', 7.51, '7.51', HE_2015),
   Entry('resnet44', 'configs/resnet44.py', 7.17, '7.17', HE_2015),
-  Entry('resnet18', 'configs/resnet18.py', 6.98, '6.98 (200 epochs)', KUANGLIU),
+  Entry('resnet18', 'configs/resnet18.py', 6.98, '6.98 (best epoch)', KUANGLIU),
   Entry(
     'resnet20_pytorch',
     'configs/resnet20.py',
@@ -60,6 +64,7 @@ PAPER = (
     HE_2015 + '; against our JAX ResNet-20 on the same batches',
     framework='pytorch',
   ),
+  Entry('resnet18_cutout', 'configs/resnet18_cutout.py', 3.99, '3.99 (5 runs)', DEVRIES),
 )
 
 # For the tests and a dry run on a CPU: a tiny net of a few steps with two seeds, then one too
