@@ -42,6 +42,7 @@ class Entry:
   framework: str = 'jax'  # 'jax': launch.py; 'pytorch': tools/parity.py's reference run
   seeds: int = 5
   figure6: bool = False  # drawn in the paper's Figure 6
+  net: str = ''  # the net as the tables name it; '': runs.net_name of `name`
 
   def launch_args(self) -> list[str]:
     return [f'--config={self.config}', *(f'--config.{item}' for item in self.overrides)]
@@ -64,7 +65,14 @@ PAPER = (
     HE_2015 + '; against our JAX ResNet-20 on the same batches',
     framework='pytorch',
   ),
-  Entry('resnet18_cutout', 'configs/resnet18_cutout.py', 3.99, '3.99 (5 runs)', DEVRIES),
+  Entry(
+    'resnet18_cutout',
+    'configs/resnet18_cutout.py',
+    3.99,
+    '3.99 (5 runs)',
+    DEVRIES,
+    net='ResNet-18 + cutout',
+  ),
 )
 
 # For the tests and a dry run on a CPU: a tiny net of a few steps with two seeds, then one too
