@@ -56,7 +56,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   writes eval_<step>.json.
 
   Each split's result is evaluation.summarize's: the means over the live replicas, their
-  standard deviations, and every replica's own numbers.
+  standard deviations, and every replica's own numbers. A run with an EMA of its weights also
+  has each split's result of the averaged weights, as <split>_ema.
   """
   validation.validate_config(config, jax.device_count())
   manager, step = checkpoint.open_step(workdir, config.eval.step)
