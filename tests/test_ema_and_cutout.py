@@ -13,6 +13,7 @@ import resnet_jax
 from configs import resnet_test
 from resnet_jax import augment, ema, export, guards, parallel, records, train, train_step
 from resnet_jax.errors import UserError
+from resnet_jax.evaluate_checkpoint import evaluate_checkpoint
 from tests.test_replicas import _poison_replica_1, _steps
 
 DECAY = 0.9
@@ -130,12 +131,22 @@ def test_a_run_with_ema_and_cutout_resumes_bit_for_bit(ema_runs):
     np.testing.assert_array_equal(a, b)
 
 
-def test_every_eval_reports_the_averaged_weights_as_their_own_split(ema_runs):
-  _, workdir, _, _ = ema_runs
+def test_every_eval_reports_the_averaged_weights_as_their_own_split(ema_runs, caplog):
+  config, workdir, _, _ = ema_runs
   raw, averaged = (records.read_metrics(str(workdir), split) for split in ('test', 'test_ema'))
   assert [row['step'] for row in averaged] == [row['step'] for row in raw] == [4, 8]
   assert {'loss', 'top1', 'top5', 'count'} <= set(averaged[-1])
   assert averaged[-1]['loss'] != raw[-1]['loss']
+  # --mode=eval of the last checkpoint: both, in eval_8.json and on the console.
+  config = config.copy_and_resolve_references()
+  config.export.ema = False
+  with caplog.at_level('INFO'):
+    evaluated = evaluate_checkpoint(config, str(workdir))
+  assert records.read_json(str(workdir / 'eval_8.json')) == evaluated
+  for split, row in (('test', raw[-1]), ('test_ema', averaged[-1])):
+    assert evaluated[split]['top1'] == row['top1']
+    assert evaluated[split]['loss'] == pytest.approx(row['loss'], rel=1e-5)
+  assert 'eval test_ema at step 8: loss' in caplog.text
 
 
 def test_load_run_and_export_give_the_averaged_weights(ema_runs, cifar_examples, monkeypatch):
