@@ -69,8 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # The warm-up's length, in steps or in epochs (0: no warm-up).
   config.schedule.warmup_steps = 0
   config.schedule.warmup_epochs = 0.0
-  # 'linear': from 0 up to learning_rate. 'constant': learning_rate * warmup_factor
-  # throughout the warm-up (the paper's ResNet-110 recipe).
+  # 'linear': learning_rate * (s + 1) / warmup at step s, up to learning_rate at the warm-up's
+  # last step (earlier runs started at 0: docs/how-it-works.md). 'constant': learning_rate *
+  # warmup_factor throughout the warm-up (the paper's ResNet-110 recipe).
   config.schedule.warmup_mode = 'linear'
   config.schedule.warmup_factor = 0.1
   # piecewise: when the rate is multiplied by decay_factor, in steps counted from step 0, or in
@@ -80,6 +81,25 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.decay_factor = 0.1
 
   config.label_smoothing = 0.0
+
+  # Training augmentation beyond the crop and flip every run has.
+  config.augment = ml_collections.ConfigDict()
+  # Cutout (DeVries & Taylor 2017): the side of one square zeroed in each training image after
+  # normalisation (so it takes the dataset's mean colour), centred on a uniform pixel and
+  # clipped at the borders; 0: off. The paper uses 16 on CIFAR-10, 8 on CIFAR-100.
+  config.augment.cutout_size = 0
+
+  # An exponential moving average of the weights and BatchNorm statistics, updated after every
+  # step, saved in the checkpoints and evaluated beside the raw weights (as the splits
+  # test_ema, validation_ema: each evaluation takes twice as long). resnet_jax/ema.py has the
+  # update; docs/how-it-works.md why the BatchNorm statistics are averaged too.
+  config.ema = ml_collections.ConfigDict()
+  # The average's decay per step, in [0, 1); 0: no average. E.g. 0.999 (about the last 1000
+  # steps) or 0.9999.
+  config.ema.decay = 0.0
+  # Ramp the decay as min(decay, (1 + t) / (10 + t)) at step t, so the average forgets the
+  # initialisation within a few steps (TensorFlow's num_updates); False: decay from step 0.
+  config.ema.warmup = True
 
   # Train steps per jitted call (unrolled). Any value works with any cadence: a call ends early,
   # in power-of-two pieces, to land exactly on an epoch end, an eval or a checkpoint.
@@ -95,9 +115,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
 
   # Resume even though the saved config differs in a field that changes what the run computes
-  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing, the
-  # length of a cosine run, or an eval or checkpoint cadence that moves where the jitted calls
-  # end).
+  # (model, dataset, batch size, optimiser, schedule, seed, steps_per_call, label smoothing,
+  # augmentation, EMA, the length of a cosine run, or an eval or checkpoint cadence that moves
+  # where the jitted calls end).
   config.allow_config_change = False
 
   # Several processes: how long each waits to see the probe file process 0 writes in the
@@ -134,5 +154,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.export.replica = 0
   # Replace an export of the same step; without it, one that exists is refused.
   config.export.overwrite = False
+  # Export the EMA of the weights (a run with ema.decay > 0) to export/<step>_ema/ instead.
+  config.export.ema = False
 
   return config

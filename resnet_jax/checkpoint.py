@@ -16,6 +16,7 @@ from absl import logging
 
 from resnet_jax import distributed, errors
 from resnet_jax.errors import UserError
+from resnet_jax.train_step import TrainState, saved_fields
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -55,7 +56,7 @@ def open_step(workdir: str, step: int) -> tuple[ocp.CheckpointManager, int]:
   return manager, chosen
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+def save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
   """Starts an asynchronous save; orbax writes to a temporary folder and renames it when done.
 
   The save before it is waited for first: orbax reports its failure here. A failure for lack of
@@ -63,7 +64,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   (orbax deletes one beyond keep_checkpoints only once the new one is complete).
   """
   with _no_room_is_user_error(manager, state):
-    manager.save(step, args=ocp.args.StandardSave(state))
+    manager.save(step, args=ocp.args.StandardSave(saved_fields(state)))
 
 
 def finish(manager: ocp.CheckpointManager, state: Any) -> None:
@@ -102,24 +103,29 @@ def restore(manager: ocp.CheckpointManager, step: int, template: Any, partial: b
   """Restores `step` onto the shardings and dtypes of `template` (a state of this run, or its
   abstract shapes).
 
-  partial: template is a dict of some of the saved state's fields (of a TrainState, say, all
-  but opt_state); only those are read.
+  A TrainState template restores as a TrainState (an EMA-less one from a checkpoint without
+  one). partial: template is a dict of some of the saved state's fields (of a TrainState, say,
+  all but opt_state); only those are read.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  is_state = isinstance(template, TrainState)
+  tree = saved_fields(template) if is_state else template
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
   if partial:
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
     args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
   else:
     args = ocp.args.StandardRestore(abstract)
   try:
-    return manager.restore(step, args=args)
+    restored = manager.restore(step, args=args)
   except Exception as e:  # orbax raises many types; all mean this folder cannot be used.
     raise UserError(
       f'Could not restore the checkpoint of step {step} in {manager.directory}: '
-      f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset '
-      '(use the config that trained it, or another --workdir) or it is damaged. '
+      f'{type(e).__name__}: {e}\nEither it was written by a different model or dataset, or '
+      'with an EMA of the weights where this config has none or the other way round (use the '
+      'config that trained it, or another --workdir), or it is damaged. '
       'Nothing was deleted.'
     ) from e
+  return TrainState(**restored) if is_state else restored
 
 
 def restore_latest(

@@ -13,6 +13,7 @@ from resnet_jax import (
   checkpoint,
   console,
   distributed,
+  ema,
   evaluation,
   extra_sets,
   guards,
@@ -57,7 +58,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   writes eval_<step>.json (or, where the workdir is read-only, prints it on stdout).
 
   Each split's result is evaluation.summarize's: the means over the live replicas, their
-  standard deviations, and every replica's own numbers.
+  standard deviations, and every replica's own numbers. A run with an EMA of its weights also
+  has each split's result of the averaged weights, as <split>_ema.
   """
   validation.validate_config(config, jax.device_count())
   guards.check_same_model(records.read_config(workdir), config, workdir)
@@ -76,9 +78,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state = checkpoint.restore(manager, step, run.state)
   manager.close()
   results = {'step': step}
-  for name, split in run.eval_sets.items():
-    results[name] = run.eval_fn(state, split)
-    logging.info(console.eval_line(name, step, results[name]))
+  for split_name, split in run.eval_sets.items():
+    for suffix, evaluated in ema.evaluated_states(state).items():
+      name = split_name + suffix
+      results[name] = run.eval_fn(evaluated, split)
+      logging.info(console.eval_line(name, step, results[name]))
   results.update(_evaluate_extra_sets(config, run, state, step))
   if distributed.is_writer():
     _write_or_print(workdir, step, results)

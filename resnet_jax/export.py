@@ -1,4 +1,5 @@
-"""--mode=export: one replica of a checkpoint, for PyTorch and for flax, in workdir/export/<step>/.
+"""--mode=export: one replica of a checkpoint, for PyTorch and for flax, in workdir/export/<step>/
+(its EMA of the weights, with export.ema, in workdir/export/<step>_ema/).
 
   model.safetensors   the PyTorch state dict of the model's reference in reference/torch_models.py
                       (load_state_dict(strict=True) takes it): akamaster's names for the paper's
@@ -140,7 +141,8 @@ def check_exportable(model: ml_collections.ConfigDict) -> None:
 
 def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes replica config.export.replica of checkpoint config.eval.step (-1: the latest) to
-  workdir/export/<step>/; returns that folder.
+  workdir/export/<step>/ (its EMA, with config.export.ema, to workdir/export/<step>_ema/);
+  returns that folder.
 
   `config` is validated as the run's (as --mode=eval's) and chooses the step and replica; the
   model comes from the workdir's config.json, as load_run reads it. An existing export of that
@@ -154,7 +156,8 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
   check_exportable(loading.read_config(workdir).model)
   manager, step = checkpoint.open_step(workdir, config.eval.step)
   manager.close()
-  folder = os.path.join(os.path.abspath(workdir), 'export', str(step))
+  name = f'{step}_ema' if config.export.ema else str(step)
+  folder = os.path.join(os.path.abspath(workdir), 'export', name)
   if os.path.exists(folder) and not config.export.overwrite:
     raise UserError(
       f'{folder} exists: step {step} was exported before. Pass '
@@ -167,7 +170,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
       'workdir (its config.json and checkpoints/) where you can write, and export the copy; or '
       'take the flax weights from resnet_jax.load_run(workdir).variables in Python.'
     )
-  run = loading.load_run(workdir, step, config.export.replica)
+  run = loading.load_run(workdir, step, config.export.replica, ema=config.export.ema)
   variables = jax.device_get(run.variables)
   diverged = run.diverged_at[0]
   if diverged:
@@ -187,6 +190,11 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
     records.write_bytes(os.path.join(folder, VARIABLES_FILE), serialization.to_bytes(variables))
     records.write_config(folder, alone)
     logging.info(
-      'Wrote %s: replica %d (seed %d) of step %d.', folder, run.replicas[0], run.seeds[0], step
+      'Wrote %s: replica %d (seed %d) of step %d%s.',
+      folder,
+      run.replicas[0],
+      run.seeds[0],
+      step,
+      ', the EMA of its weights' if run.ema else '',
     )
   return folder

@@ -36,10 +36,14 @@ FIELDS_THAT_MATTER = (
   'num_replicas',
   'steps_per_call',
   'label_smoothing',
+  'augment.',
+  'ema.',
 )
+# Fields added after runs were made: a config.json without one ran as this value.
+ADDED_FIELDS = {'augment.cutout_size': 0, 'ema.decay': 0.0, 'ema.warmup': True}
 # Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
 # damaged rather than foreign.
-STRUCTURE_FIELDS = ('model.', 'dataset.name', 'num_replicas')
+STRUCTURE_FIELDS = ('model.', 'dataset.name', 'num_replicas', 'ema.decay')
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
@@ -56,7 +60,7 @@ def _differences(
   saved: dict, config: ml_collections.ConfigDict, fields: tuple[str, ...]
 ) -> list[str]:
   now = _flatten(json.loads(config.to_json_best_effort()))
-  before = _flatten(saved)
+  before = {**ADDED_FIELDS, **_flatten(saved)}
   keys = sorted(
     key
     for key in set(now) | set(before)

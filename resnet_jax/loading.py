@@ -3,6 +3,7 @@
   run = resnet_jax.load_run('runs/resnet20')  # the latest checkpoint; run.config, run.model
   logits = run.predict(images)  # uint8 (N, 32, 32, 3) -> float32 (N, classes)
   metrics = run.evaluate(images, labels)  # loss, top1, top5 as --mode=eval computes them
+  averaged = resnet_jax.load_run('runs/resnet20', ema=True)  # the EMA of the weights instead
 
 It reads the workdir's config.json and, of one checkpoint, the params, BatchNorm statistics, step
 and divergence marks: no dataset and no optimiser state. The checkpoint restores onto one device of
@@ -20,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from resnet_jax import augment, checkpoint, cifar, evaluation, parallel, records, setup, train_step
+from resnet_jax.ema import averaged
 from resnet_jax.errors import UserError
 
 # What predicting and evaluating need of a TrainState: all but the optimiser state.
@@ -44,6 +46,7 @@ class Run:
     config: the run's config (its config.json).
     model: the flax module: model.apply(variables, normalised images, train=False) -> logits.
     step: the checkpoint's step.
+    ema: whether params and batch_stats are the run's EMA of them (load_run(..., ema=True)).
     replicas: the indices of the loaded replicas (replica k trained as the run of seed + k).
     seeds: their seeds.
     diverged_at: of each loaded replica, 0, or the step at which it diverged (its weights are
@@ -60,10 +63,12 @@ class Run:
     replicas: tuple[int, ...],
     state: train_step.TrainState,
     mesh: Mesh,
+    ema: bool = False,
   ):
     self.config = config
     self.model = model
     self.step = step
+    self.ema = ema
     self.replicas = replicas
     self.state = state
     self._stacked = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -158,6 +163,7 @@ def load_run(
   replica: int | None = None,
   *,
   device: jax.Device | None = None,
+  ema: bool = False,
 ) -> Run:
   """Restores a checkpoint of the run in workdir onto one device; reads no dataset.
 
@@ -167,10 +173,12 @@ def load_run(
     replica: only replica k (the run of seed + k); None: every replica of the run.
     device: where the variables go and predict and evaluate compute; default this process's
       first device.
+    ema: load the run's exponential moving average of the weights and BatchNorm statistics
+      (a run trained with ema.decay > 0) as the params and batch_stats, instead of the raw ones.
 
   Raises:
     UserError: no config.json or no checkpoints in workdir, no checkpoint of that step (the
-      message lists the saved ones), or no such replica.
+      message lists the saved ones), no such replica, or ema=True for a run without an EMA.
   """
   config = read_config(workdir)
   num_replicas = config.num_replicas
@@ -179,18 +187,28 @@ def load_run(
       f'replica={replica!r}: the run in {workdir} has {num_replicas} replica(s), 0 to '
       f'{num_replicas - 1}; None loads them all.'
     )
+  # A config.json written before the EMA existed has no ema section: no EMA.
+  has_ema = config.get('ema', {}).get('decay', 0) > 0
+  if ema and not has_ema:
+    raise UserError(
+      f'ema=True: the run in {workdir} kept no EMA of its weights (it was trained with '
+      'ema.decay=0); load it with ema=False.'
+    )
   manager, step = checkpoint.open_step(workdir, -1 if step is None else step)
   mesh = parallel.make_mesh([device or jax.local_devices()[0]])
   model = setup.build_model(config)
   init_keys = train_step.replica_keys(setup.seeds(config))[0]
-  template = train_step.abstract_eval_state(model, init_keys, mesh)
+  template = train_step.abstract_eval_state(model, init_keys, mesh, with_ema=ema)
   try:
-    fields = {name: getattr(template, name) for name in _FIELDS}
+    fields = {name: getattr(template, name) for name in _FIELDS + (('ema',) if ema else ())}
     state = train_step.TrainState(
       opt_state=None, **checkpoint.restore(manager, step, fields, partial=True)
     )
   finally:
     manager.close()
+  if ema:
+    state = averaged(state).replace(ema=None)
   if replica is None:
-    return Run(config, model, step, tuple(range(num_replicas)), state, mesh)
-  return Run(config, model, step, (replica,), jax.tree.map(lambda x: x[replica, None], state), mesh)
+    return Run(config, model, step, tuple(range(num_replicas)), state, mesh, ema)
+  alone = jax.tree.map(lambda x: x[replica, None], state)
+  return Run(config, model, step, (replica,), alone, mesh, ema)

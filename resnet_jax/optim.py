@@ -40,7 +40,12 @@ def learning_rate_schedule(
   if warmup == 0:
     return main
   if schedule.warmup_mode == 'linear':
-    warm = optax.linear_schedule(0.0, base_lr, warmup)
+    # base_lr * (s + 1) / warmup at step s: from base_lr / warmup up to base_lr at the warm-up's
+    # last step. A ramp from 0 would spend step 0 at lr 0, its gradient only filling the
+    # momentum (runs made before this change did: docs/how-it-works.md).
+    def warm(count):
+      return base_lr * (count + 1) / warmup
+
   else:
     warm = optax.constant_schedule(base_lr * schedule.warmup_factor)
   return optax.join_schedules([warm, main], [warmup])

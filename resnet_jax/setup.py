@@ -125,7 +125,9 @@ def setup(
   schedule = optim.learning_rate_schedule(config.schedule, config.optimizer.learning_rate, steps)
   tx = create_optimizer(config, schedule)
   run_seeds = seeds(config)
-  state = train_step.create_train_state(model, tx, train_step.replica_keys(run_seeds)[0], mesh)
+  state = train_step.create_train_state(
+    model, tx, train_step.replica_keys(run_seeds)[0], mesh, with_ema=config.ema.decay > 0
+  )
   name = config.dataset.name
   eval_fn = evaluation.make_eval_fn(
     model,

@@ -25,6 +25,7 @@ from resnet_jax import (
   compile_cache,
   console,
   distributed,
+  ema,
   guards,
   parallel,
   profiling,
@@ -173,14 +174,16 @@ def _log_rows(
 
 def _evaluate(state: TrainState, step: int, run: Setup, log: records.MetricsLog) -> None:
   epoch = step / run.timeline.epoch_steps
-  for name, split in run.eval_sets.items():
-    result = run.eval_fn(state, split)
-    logging.info(console.eval_line(name, step, result))
-    rows = []
-    for replica in result['replicas']:
-      own = {k: v for k, v in replica.items() if k not in ('replica', 'seed')}  # the log adds them
-      rows.append({'epoch': epoch, 'count': result['count'], **own})
-    log.write(step, name, rows)
+  for split_name, split in run.eval_sets.items():
+    for suffix, evaluated in ema.evaluated_states(state).items():
+      name = split_name + suffix
+      result = run.eval_fn(evaluated, split)
+      logging.info(console.eval_line(name, step, result))
+      rows = []
+      for replica in result['replicas']:
+        own = {k: v for k, v in replica.items() if k not in ('replica', 'seed')}  # the log adds
+        rows.append({'epoch': epoch, 'count': result['count'], **own})
+      log.write(step, name, rows)
 
 
 class EpochOrders:
@@ -233,6 +236,9 @@ def step_function(config: ml_collections.ConfigDict, run: Setup) -> Callable:
     std=cifar.CHANNEL_STD[name],
     label_smoothing=config.label_smoothing,
     mesh=run.mesh,
+    cutout_size=config.augment.cutout_size,
+    ema_decay=config.ema.decay,
+    ema_warmup=config.ema.warmup,
   )
 
 

@@ -3,8 +3,9 @@
 Each step gathers its batch by index from the training set (already on every device), augments
 and normalises it, and updates the state, all inside jit. Randomness is a pure function of
 (seed, step): the data order of epoch e is a permutation drawn from fold_in(perm_key, e), computed
-once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s), so a
-resumed run replays exactly what an uninterrupted one would have done.
+once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s) (the
+step key: crop and flip use it as it is, cutout fold_in(step key, 1)), so a resumed run replays
+exactly what an uninterrupted one would have done.
 
 train_step is one replica's step. A run of N replicas (seeds seed..seed+N-1) stacks N such states
 on a leading replica axis and vmaps the step over it (make_train_chunk): replica k computes what
@@ -13,6 +14,7 @@ the run of seed+k alone would, in one program with the others.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from resnet_jax import augment, optim, parallel
+from resnet_jax import augment, ema, optim, parallel
 
 
 @flax.struct.dataclass
@@ -38,6 +40,17 @@ class TrainState:
   # 0 while every step was finite; else the first step whose loss or gradients were not. The
   # replica then keeps the state of the step before it and trains no further.
   diverged_at: jax.Array
+  # With config.ema.decay > 0, {'params', 'batch_stats'} averaged over the steps (ema.py).
+  ema: Any = None
+
+
+def saved_fields(state: TrainState) -> dict[str, Any]:
+  """The state as its checkpoint holds it: a dict of its fields, without `ema` when there is none,
+  so a run without an EMA saves (and restores) the tree runs saved before the EMA existed."""
+  fields = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+  if state.ema is None:
+    del fields['ema']
+  return fields
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -62,38 +75,47 @@ def state_sharding(mesh: Mesh) -> TrainState:
     batch_stats=by_replica,
     opt_state=by_replica,
     diverged_at=everywhere,
+    ema=by_replica,
   )
 
 
 def _state_initializer(
-  model: nn.Module, tx: optax.GradientTransformation | None, mesh: Mesh
+  model: nn.Module, tx: optax.GradientTransformation | None, mesh: Mesh, with_ema: bool
 ) -> Callable[[jax.Array], TrainState]:
   def init(key):
     variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
-    params = variables['params']
+    params, batch_stats = variables['params'], variables['batch_stats']
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
-      batch_stats=variables['batch_stats'],
+      batch_stats=batch_stats,
       opt_state=None if tx is None else tx.init(params),
       diverged_at=jnp.zeros((), jnp.int32),
+      ema=ema.initial(params, batch_stats) if with_ema else None,
     )
 
   return jax.jit(jax.vmap(init), out_shardings=state_sharding(mesh))
 
 
 def create_train_state(
-  model: nn.Module, tx: optax.GradientTransformation, init_keys: jax.Array, mesh: Mesh
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  init_keys: jax.Array,
+  mesh: Mesh,
+  with_ema: bool = False,
 ) -> TrainState:
-  """The stacked fresh state of one replica per key of init_keys, directly onto the mesh."""
-  return _state_initializer(model, tx, mesh)(init_keys)
+  """The stacked fresh state of one replica per key of init_keys, directly onto the mesh; with_ema:
+  with an EMA of the weights, which starts as the initial weights."""
+  return _state_initializer(model, tx, mesh, with_ema)(init_keys)
 
 
-def abstract_eval_state(model: nn.Module, init_keys: jax.Array, mesh: Mesh) -> TrainState:
+def abstract_eval_state(
+  model: nn.Module, init_keys: jax.Array, mesh: Mesh, with_ema: bool = False
+) -> TrainState:
   """create_train_state's state without optimiser state (opt_state None), as shapes, dtypes and
   shardings only (nothing is computed): the restore template of a state that only predicts and
   evaluates."""
-  return jax.eval_shape(_state_initializer(model, None, mesh), init_keys)
+  return jax.eval_shape(_state_initializer(model, None, mesh, with_ema), init_keys)
 
 
 def replica(state: TrainState, k: int) -> TrainState:
@@ -171,16 +193,22 @@ def global_batch(
   mean: tuple[float, ...],
   std: tuple[float, ...],
   mesh: Mesh,
+  cutout_size: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
   """The augmented, normalised global batch (images, labels) that train step `step` trains on.
 
-  order: epoch_order of the epoch that `step` belongs to.
+  order: epoch_order of the epoch that `step` belongs to. cutout_size: 0, or the side of the
+  square augment.cutout zeroes in each normalised image.
   """
   index = jax.lax.dynamic_slice(order, ((step % epoch_steps) * batch_size,), (batch_size,))
   # Shard the indices first, so each device gathers and augments only its own examples.
   index = jax.lax.with_sharding_constraint(index, parallel.batch_sharded(mesh))
-  batch_images = augment.crop_and_flip(images[index], jax.random.fold_in(aug_key, step))
-  return augment.normalize(batch_images, mean, std), labels[index]
+  step_key = jax.random.fold_in(aug_key, step)
+  batch_images = augment.normalize(augment.crop_and_flip(images[index], step_key), mean, std)
+  if cutout_size:
+    # A stream of its own folded out of the step's key: crop and flip keep their bits.
+    batch_images = augment.cutout(batch_images, jax.random.fold_in(step_key, 1), cutout_size)
+  return batch_images, labels[index]
 
 
 def train_step(
@@ -199,13 +227,17 @@ def train_step(
   std: tuple[float, ...],
   label_smoothing: float,
   mesh: Mesh,
+  cutout_size: int = 0,
+  ema_decay: float = 0.0,
+  ema_warmup: bool = True,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One replica's step on the batch that step `state.step` draws from the on-device dataset.
 
   images and labels are the whole training set; they must be arguments of the jitted function,
   not constants closed over (XLA would embed 150 MB in the program and crawl). A step whose loss
-  or gradients are not finite is not applied: the state stays the last finite one, marked
-  diverged, and later steps leave it so.
+  or gradients are not finite is not applied: the state stays the last finite one (its EMA
+  too), marked diverged, and later steps leave it so. ema_decay and ema_warmup: ema.update's,
+  for a state with an EMA.
   """
   step = state.step
   batch_images, batch_labels = global_batch(
@@ -219,10 +251,21 @@ def train_step(
     mean=mean,
     std=std,
     mesh=mesh,
+    cutout_size=cutout_size,
   )
   new_state, loss, logits, grads = update_on_batch(
     state, batch_images, batch_labels, model=model, tx=tx, label_smoothing=label_smoothing
   )
+  if state.ema is not None:
+    average = ema.update(
+      state.ema,
+      new_state.params,
+      new_state.batch_stats,
+      step,
+      decay=ema_decay,
+      warmup=ema_warmup,
+    )
+    new_state = new_state.replace(ema=average)
   live = state.diverged_at == 0
   finite = jnp.isfinite(loss) & _all_finite(grads)
   new_state = jax.tree.map(lambda new, old: jnp.where(live & finite, new, old), new_state, state)

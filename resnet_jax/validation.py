@@ -164,6 +164,20 @@ def _schedule(sched: Any) -> None:
     )
 
 
+def _augment(aug: Any) -> None:
+  _number(aug.cutout_size, 'augment.cutout_size', minimum=0, maximum=32)
+
+
+def _ema(average: Any) -> None:
+  _number(average.decay, 'ema.decay', integer=False, minimum=0)
+  if average.decay >= 1:
+    raise UserError(
+      f'config.ema.decay={average.decay!r} must be below 1: at 1 the average would never move '
+      'from the initial weights. 0 turns it off; 0.999 or 0.9999 are usual.'
+    )
+  _flag(average.warmup, 'ema.warmup')
+
+
 def _cadences(config: Any) -> None:
   _number(config.steps_per_call, 'steps_per_call', minimum=1)
   for name in CADENCES:
@@ -188,7 +202,7 @@ def _eval(ev: Any, group_size: int, dataset: str) -> None:
     )
 
 
-def _export(ex: Any, num_replicas: int) -> None:
+def _export(ex: Any, num_replicas: int, ema_decay: float) -> None:
   _number(ex.replica, 'export.replica', minimum=0)
   if ex.replica >= num_replicas:
     raise UserError(
@@ -196,6 +210,13 @@ def _export(ex: Any, num_replicas: int) -> None:
       f'to {num_replicas - 1}.'
     )
   _flag(ex.overwrite, 'export.overwrite')
+  _flag(ex.ema, 'export.ema')
+  if ex.ema and not ema_decay:
+    raise UserError(
+      'config.export.ema=True exports the EMA of the weights, which a run keeps only with '
+      'config.ema.decay > 0; this config has ema.decay=0. Pass the config the run was trained '
+      'with, or drop export.ema.'
+    )
 
 
 def _runtime(config: Any) -> None:
@@ -224,9 +245,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   _run_length(config, group_size)
   _optimizer(config.optimizer)
   _schedule(config.schedule)
+  _augment(config.augment)
+  _ema(config.ema)
   _cadences(config)
   _eval(config.eval, group_size, config.dataset.name)
-  _export(config.export, config.num_replicas)
+  _export(config.export, config.num_replicas, config.ema.decay)
   _runtime(config)
 
 

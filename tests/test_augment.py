@@ -55,3 +55,51 @@ def test_normalize_standardises_each_channel():
   out = augment.normalize(images, mean, std)
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out[0, 0, 0], [1.0, 2.0, -2.0])
+
+
+def _cutout_squares(images, key, size):
+  """Per example of the cutout of all-ones images: the (rows, columns) ranges it zeroed."""
+  out = np.asarray(augment.cutout(images, key, size))
+  squares = []
+  for example in out:
+    zero = example == 0
+    # Every channel alike, and the zeros a rectangle: its rows times its columns.
+    assert (zero == zero[..., :1]).all()
+    rows, columns = np.flatnonzero(zero[..., 0].any(1)), np.flatnonzero(zero[..., 0].any(0))
+    assert zero[..., 0].sum() == len(rows) * len(columns)
+    assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))
+    assert np.array_equal(columns, np.arange(columns[0], columns[-1] + 1))
+    squares.append(((rows[0], rows[-1] + 1), (columns[0], columns[-1] + 1)))
+  return squares
+
+
+def test_cutout_zeroes_one_size_square_per_image_clipped_at_the_borders():
+  images = jnp.ones((256, 32, 32, 3), jnp.float32)
+  squares = _cutout_squares(images, jax.random.key(0), 16)
+  # DeVries' bounds: centre c uniform in [0, 32), zeroed [c - 8, c + 8) clipped to [0, 32).
+  possible = {(max(0, c - 8), min(32, c + 8)) for c in range(32)}
+  for rows, columns in squares:
+    assert rows in possible and columns in possible
+  starts = {rows[0] for rows, _ in squares} | {columns[0] for _, columns in squares}
+  ends = {rows[1] for rows, _ in squares} | {columns[1] for _, columns in squares}
+  assert 0 in starts and 32 in ends  # some squares are clipped at the borders
+  assert sum(r == (8, 24) for r, _ in squares) < 30  # centres spread, not all in the middle
+  assert len({(r[0], c[0]) for r, c in squares}) > 150
+
+
+def test_cutout_keeps_dtype_and_every_pixel_outside_its_square():
+  images = _distinct_images(16).astype(jnp.uint8) + 1  # no zero of its own
+  out = augment.cutout(images, jax.random.key(5), 7)  # odd: DeVries' bounds zero 6 x 6
+  assert out.dtype == jnp.uint8 and out.shape == images.shape
+  kept = np.asarray(out) != 0
+  np.testing.assert_array_equal(np.asarray(out)[kept], np.asarray(images)[kept])
+  assert all(
+    (r[1] - r[0], c[1] - c[0]) == (6, 6) or 0 in (r[0], c[0]) or 32 in (r[1], c[1])
+    for r, c in _cutout_squares(jnp.ones((16, 32, 32, 3)), jax.random.key(5), 7)
+  )
+
+
+def test_cutout_same_key_same_squares_other_key_other():
+  images = jnp.ones((8, 32, 32, 3))
+  a, b, c = (augment.cutout(images, jax.random.key(k), 16) for k in (3, 3, 4))
+  assert jnp.array_equal(a, b) and not jnp.array_equal(a, c)

@@ -38,8 +38,10 @@ def test_cosine_with_linear_warmup():
   config.schedule.warmup_steps = 10
   config.num_train_steps = 110
   schedule = _schedule(config)
-  assert float(schedule(0)) == 0.0
-  assert float(schedule(5)) == pytest.approx(0.05)
+  # Step 0 trains at lr / warmup_steps, not 0 (a step at lr 0 would only fill the momentum).
+  assert float(schedule(0)) == pytest.approx(0.01)
+  assert float(schedule(4)) == pytest.approx(0.05)
+  assert float(schedule(9)) == pytest.approx(0.1)
   assert float(schedule(10)) == pytest.approx(0.1)
   assert float(schedule(60)) == pytest.approx(0.05)  # half way through the cosine
   assert float(schedule(110)) == pytest.approx(0.0, abs=1e-9)

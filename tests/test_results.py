@@ -247,6 +247,7 @@ def test_paper_table_has_every_entry_of_the_queue_in_order_run_or_not(tmp_path, 
     'ResNet-44',
     'ResNet-18',
     'ResNet-20 (PyTorch)',
+    'ResNet-18 + cutout',  # an entry's own name for its net
   ]
   assert all(row['ours'] == 'not run' and row['flip'] == '-' for row in rows.values())
   assert rows['ResNet-20']['seeds'] == '0 / 5 (+1 stopped early)'

@@ -14,12 +14,20 @@ def _refused(config, match, devices=4):
 
 
 def test_every_recipe_is_valid():
-  from configs import resnet18, resnet18_cifar100, resnet18_fast, resnet20_short, resnet110
+  from configs import (
+    resnet18,
+    resnet18_cifar100,
+    resnet18_cutout,
+    resnet18_fast,
+    resnet20_short,
+    resnet110,
+  )
 
   for module in (
     default,
     resnet18,
     resnet18_cifar100,
+    resnet18_cutout,
     resnet18_fast,
     resnet20_short,
     resnet110,
@@ -64,6 +72,12 @@ def test_plain_nets_run_from_the_paper_recipe_and_refuse_a_shortcut():
     ('eval', 'extra_data_dir', None, "extra_data_dir=None must be a folder path, or ''"),
     ('export', 'replica', 1, r'num_replicas=1, replicas 0 to 0'),
     ('export', 'overwrite', None, 'must be True or False'),
+    ('export', 'ema', True, r'keeps only with config.ema.decay > 0; this config has ema.decay=0'),
+    ('augment', 'cutout_size', 33, 'cutout_size=33 must be at most 32'),
+    ('augment', 'cutout_size', -1, 'at least 0'),
+    ('ema', 'decay', 1.0, r'ema.decay=1.0 must be below 1.*0 turns it off'),
+    ('ema', 'decay', -0.5, 'at least 0'),
+    ('ema', 'warmup', None, 'ema.warmup=None must be True or False'),
   ],
 )
 def test_a_bad_value_names_its_field(section, field, value, match):

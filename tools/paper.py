@@ -72,7 +72,7 @@ def _row(entry: Entry, runs: list[Run], projection: dict[str, Any] | None, sourc
         f': needs a longer window (one seed about {duration_text(projection["seconds_per_seed"])}'
         f' on {projection["device_kind"]})'
       )
-  net = net_name(entry.name.removesuffix('_pytorch'), entry.framework)
+  net = entry.net or net_name(entry.name.removesuffix('_pytorch'), entry.framework)
   return (
     f'| {net} | {entry.published_text} [{source}] | {ours} | {flip} | {count} | {data} | '
     f'{machine} | {date} |'

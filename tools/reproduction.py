@@ -24,7 +24,11 @@ from tools.runs import BOOKKEEPING, NOT_EXPERIMENT, Run
 
 HE_2015 = 'He et al. 2015 (arXiv:1512.03385), Table 6'
 FIGURE_6 = 'He et al. 2015, Figure 6 (curves only)'
-KUANGLIU = 'kuangliu/pytorch-cifar README (93.02% accuracy)'
+KUANGLIU = (
+  'kuangliu/pytorch-cifar README (93.02% accuracy: the best epoch of one run, of its earlier '
+  '350-epoch recipe)'
+)
+DEVRIES = 'DeVries & Taylor 2017 (arXiv:1708.04552), Table 1 (mean of 5 runs, last epoch)'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Entry:
   framework: str = 'jax'  # 'jax': launch.py; 'pytorch': tools/parity.py's reference run
   seeds: int = 5
   figure6: bool = False  # drawn in the paper's Figure 6
+  net: str = ''  # the net as the tables name it; '': runs.net_name of `name`
 
   def launch_args(self) -> list[str]:
     return [f'--config={self.config}', *(f'--config.{item}' for item in self.overrides)]
@@ -51,7 +56,7 @@ PAPER = (
   Entry('resnet110', 'configs/resnet110.py', 6.61, '6.43 best, 6.61 ± 0.16 (5 runs)', HE_2015),
   Entry('resnet32', 'configs/resnet32.py', 7.51, '7.51', HE_2015),
   Entry('resnet44', 'configs/resnet44.py', 7.17, '7.17', HE_2015),
-  Entry('resnet18', 'configs/resnet18.py', 6.98, '6.98 (200 epochs)', KUANGLIU),
+  Entry('resnet18', 'configs/resnet18.py', 6.98, '6.98 (best epoch)', KUANGLIU),
   Entry(
     'resnet20_pytorch',
     'configs/resnet20.py',
@@ -59,6 +64,14 @@ PAPER = (
     '8.75',
     HE_2015 + '; against our JAX ResNet-20 on the same batches',
     framework='pytorch',
+  ),
+  Entry(
+    'resnet18_cutout',
+    'configs/resnet18_cutout.py',
+    3.99,
+    '3.99 (5 runs)',
+    DEVRIES,
+    net='ResNet-18 + cutout',
   ),
 )
 

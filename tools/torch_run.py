@@ -2,8 +2,9 @@
 
 The model starts from our initial weights (run.state, copied with load_flax_variables) and trains
 on the very batches our data path makes: for every step s, train_step.global_batch (the order of
-epoch_order(perm_key, epoch), the crop and flip of fold_in(aug_key, s), normalisation), handed
-over through DLPack as NCHW in channels_last memory (the permuted view of JAX's NHWC buffer).
+epoch_order(perm_key, epoch), the crop and flip of fold_in(aug_key, s), normalisation, any
+cutout), handed over through DLPack as NCHW in channels_last memory (the permuted view of JAX's
+NHWC buffer).
 PyTorch's model, evaluation sets and batches live on the device JAX's arrays are on: cuda when JAX
 runs on the GPU and torch has CUDA, so the batch never leaves device memory; the CPU otherwise
 (with a torch build lacking CUDA, jax.device_put copies each batch to the host). Each batch stays
@@ -73,6 +74,7 @@ def make_batches(config: ml_collections.ConfigDict, run: setup.Setup) -> Batches
       mean=cifar.CHANNEL_MEAN[config.dataset.name],
       std=cifar.CHANNEL_STD[config.dataset.name],
       mesh=run.mesh,
+      cutout_size=config.augment.cutout_size,
     )
   )
   orders = train.EpochOrders(perm_key, run)
