@@ -132,10 +132,12 @@ def update_on_batch(
   model: nn.Module,
   tx: optax.GradientTransformation,
   label_smoothing: float,
+  dropout_key: jax.Array | None = None,
 ) -> tuple[TrainState, jax.Array, jax.Array, Any]:
   """Forward, backward and the optimiser's update on one ready batch.
 
-  Returns (new state, loss, logits, gradients); tx may be any optax optimiser.
+  Returns (new state, loss, logits, gradients); tx may be any optax optimiser. dropout_key: the
+  model's 'dropout' rng stream; a model with dropout needs it.
   """
 
   def loss_fn(params):
@@ -144,6 +146,7 @@ def update_on_batch(
       images,
       train=True,
       mutable=['batch_stats'],
+      rngs={} if dropout_key is None else {'dropout': dropout_key},
     )
     loss = optim.cross_entropy(logits, labels, label_smoothing).mean()
     return loss, (logits, new_vars['batch_stats'])
@@ -220,8 +223,16 @@ def train_step(
     std=std,
     mesh=mesh,
   )
+  # The step's augmentation key seeds its other randomness too: stream 2 is dropout's.
+  dropout_key = jax.random.fold_in(jax.random.fold_in(aug_key, step), 2)
   new_state, loss, logits, grads = update_on_batch(
-    state, batch_images, batch_labels, model=model, tx=tx, label_smoothing=label_smoothing
+    state,
+    batch_images,
+    batch_labels,
+    model=model,
+    tx=tx,
+    label_smoothing=label_smoothing,
+    dropout_key=dropout_key,
   )
   live = state.diverged_at == 0
   finite = jnp.isfinite(loss) & _all_finite(grads)
