@@ -10,8 +10,10 @@
   attribute names are chosen here, as kuangliu's (conv1, layer{stage}, bn1..bn3, conv1..conv3,
   shortcut.0, linear) plus `bn` for the final BatchNorm. The lua builds CIFAR-10's 10 classes;
   num_classes generalises it.
-* wrn16_8(), wrn28_10(): xternalz/WideResNet-pytorch wideresnet.py, copied, with
-  `n = (depth - 4) // 6` (the original's `/` gives a float that range() refuses on Python 3).
+* wrn16_8(), wrn28_10(): xternalz/WideResNet-pytorch wideresnet.py, copied, with two fixes for
+  Python 3 and today's PyTorch: `n = (depth - 4) // 6` (the original's `/` gives a float that
+  range() refuses), and BasicBlock.forward's `a and t or x` choices as if/else (`t or x` asks
+  for a tensor's truth value, which PyTorch refuses).
 
 resnet_jax's scanned stacks of blocks map onto these per-block names through
 resnet_jax.layers.unscanned (resnet_jax.export applies it).
@@ -193,11 +195,11 @@ class BasicBlock(nn.Module):
       x = self.relu1(self.bn1(x))
     else:
       out = self.relu1(self.bn1(x))
-    out = self.conv1(self.equalInOut and out or x)
+    out = self.conv1(out if self.equalInOut else x)
     if self.droprate > 0:
       out = F.dropout(out, p=self.droprate, training=self.training)
     out = self.conv2(self.relu2(self.bn2(out)))
-    return torch.add((not self.equalInOut) and self.convShortcut(x) or x, out)
+    return torch.add(x if self.equalInOut else self.convShortcut(x), out)
 
 
 class NetworkBlock(nn.Module):

@@ -173,7 +173,8 @@ _He2016 = functools.partial(
 )
 
 
-def _wide(depth: int, width: int) -> Callable[..., nn.Module]:
+def wide(depth: int, width: int) -> Callable[..., nn.Module]:
+  """WRN-depth-width (depth 6n + 4), unbuilt: call it with num_classes and the options."""
   return functools.partial(
     PreActResNet,
     block_cls=PreActBasicBlock,
@@ -196,6 +197,6 @@ REGISTRY = {
   'preact_resnet18': functools.partial(_KuangliuPreAct, stage_sizes=(2, 2, 2, 2)),
   'preact_resnet164': functools.partial(_He2016, stage_sizes=(18,) * 3),
   'preact_resnet1001': functools.partial(_He2016, stage_sizes=(111,) * 3),
-  'wrn16_8': _wide(16, 8),
-  'wrn28_10': _wide(28, 10),
+  'wrn16_8': wide(16, 8),
+  'wrn28_10': wide(28, 10),
 }

@@ -279,3 +279,23 @@ def test_scanned_blocks_compute_what_unrolled_ones_do():
     for scan, these in ((True, variables), (False, unrolled))
   ]
   np.testing.assert_allclose(*eval_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_draws_from_its_rng_in_training_only():
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  dropped = preact.wide(10, 1)(num_classes=10, dropout_rate=0.5)
+  plain = preact.wide(10, 1)(num_classes=10)
+  variables = plain.init(jax.random.key(0, impl='rbg'), images, train=False)
+
+  def train(model, key):
+    return model.apply(
+      variables, images, train=True, mutable=['batch_stats'], rngs={'dropout': key}
+    )[0]
+
+  keys = jax.random.split(jax.random.key(2), 2)
+  np.testing.assert_array_equal(train(dropped, keys[0]), train(dropped, keys[0]))
+  assert not np.allclose(train(dropped, keys[0]), train(dropped, keys[1]), atol=1e-3)
+  assert not np.allclose(train(dropped, keys[0]), train(plain, keys[0]), atol=1e-3)
+  np.testing.assert_array_equal(
+    dropped.apply(variables, images, train=False), plain.apply(variables, images, train=False)
+  )

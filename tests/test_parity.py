@@ -36,7 +36,8 @@ _REFERENCES = {
     {'scan_blocks': True},
     functools.partial(torch_preact.HePreActResNet, 29),
   ),
-  'wrn16_8': ('wrn16_8', {}, torch_models.MODELS['wrn16_8']),
+  # wrn16_8's code at width 2.
+  'wrn16_2': (preact.wide(16, 2), {}, functools.partial(torch_preact.WideResNet, 16, 10, 2)),
 }
 _BATCH = 8
 
