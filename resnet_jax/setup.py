@@ -73,9 +73,10 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     shortcut=m.shortcut,
     zero_init_residual=m.zero_init_residual,
     bn_group_size=m.bn_group_size,
-    dropout_rate=m.dropout_rate,
-    scan_blocks=m.scan_blocks,
-    remat=m.remat,
+    # load_run reads a config.json as saved: one written before these fields existed lacks them.
+    dropout_rate=m.get('dropout_rate', 0.0),
+    scan_blocks=m.get('scan_blocks', False),
+    remat=m.get('remat', False),
   )
 
 

@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -318,6 +319,15 @@ def test_every_model_builds_from_the_default_model_settings():
     config.model.name = name
     validation.validate_config(config, 4)
     assert isinstance(setup.build_model(config), nn.Module)
+
+
+def test_a_config_saved_before_the_model_options_existed_builds_its_model():
+  # load_run builds the model of a config.json as it was saved.
+  saved = resnet_test.get_config().to_dict()
+  for option in ('dropout_rate', 'scan_blocks', 'remat'):
+    del saved['model'][option]
+  model = setup.build_model(ml_collections.ConfigDict(saved))
+  assert (model.name, model.stage_filters) == (None, (4, 8, 16))
 
 
 def test_a_shortcut_a_model_does_not_have_is_refused():
