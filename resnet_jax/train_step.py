@@ -3,8 +3,9 @@
 Each step gathers its batch by index from the training set (already on every device), augments
 and normalises it, and updates the state, all inside jit. Randomness is a pure function of
 (seed, step): the data order of epoch e is a permutation drawn from fold_in(perm_key, e), computed
-once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s), so a
-resumed run replays exactly what an uninterrupted one would have done.
+once per epoch (epoch_order), the augmentation of step s comes from fold_in(aug_key, s) and its
+dropout from fold_in of that key with 2, so a resumed run replays exactly what an uninterrupted
+one would have done.
 
 train_step is one replica's step. A run of N replicas (seeds seed..seed+N-1) stacks N such states
 on a leading replica axis and vmaps the step over it (make_train_chunk): replica k computes what
