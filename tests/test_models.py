@@ -1,13 +1,16 @@
-"""Tests for resnet_jax.models: sizes, dtypes, BatchNorm modes, init, errors."""
+"""Tests for resnet_jax.models: sizes, dtypes, BatchNorm modes, init, scanned stages, dropout."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
 
-from resnet_jax import layers, models, preact
+from configs import resnet_test
+from resnet_jax import layers, models, parallel, preact, setup, train_step
 
 _IMAGES = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
 
@@ -299,3 +302,51 @@ def test_dropout_draws_from_its_rng_in_training_only():
   np.testing.assert_array_equal(
     dropped.apply(variables, images, train=False), plain.apply(variables, images, train=False)
   )
+
+
+def test_a_config_saved_before_the_model_options_existed_builds_its_model():
+  # load_run builds the model of a config.json as it was saved.
+  saved = resnet_test.get_config().to_dict()
+  for option in ('dropout_rate', 'scan_blocks', 'remat'):
+    del saved['model'][option]
+  model = setup.build_model(ml_collections.ConfigDict(saved))
+  assert (model.name, model.stage_filters) == (None, (4, 8, 16))
+
+
+def test_the_train_step_draws_dropout_from_the_steps_key():
+  # A tiny WRN with dropout: the step must hand it a 'dropout' key, the same for the same step.
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  tx = optax.sgd(0.1)
+  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
+  labels = np.arange(8, dtype=np.int32) % 10
+
+  def step(model, aug_key):
+    variables = model.init(jax.random.key(0, impl='rbg'), images[:1] / 255.0, train=False)
+    state = train_step.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(variables['params']),
+      diverged_at=jnp.zeros((), jnp.int32),
+    )
+    run = functools.partial(
+      train_step.train_step,
+      model=model,
+      tx=tx,
+      schedule=lambda _: 0.1,
+      batch_size=8,
+      epoch_steps=1,
+      mean=(0.5,) * 3,
+      std=(0.25,) * 3,
+      label_smoothing=0.0,
+      mesh=mesh,
+    )
+    jitted = jax.jit(run)
+    # Twice: the same step draws the same mask.
+    return [jitted(state, images, labels, jnp.arange(8), aug_key)[1]['loss'] for _ in range(2)]
+
+  dropped, plain = (preact.wide(10, 1)(num_classes=10, dropout_rate=rate) for rate in (0.5, 0))
+  key = jax.random.key(3)
+  first, again = step(dropped, key)
+  assert first == again
+  assert first != step(plain, key)[0]

@@ -1,28 +1,12 @@
 """Training: loss falls, device count does not change the numbers, resume continues exactly."""
 
-import functools
-
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from configs import resnet_test
-from resnet_jax import (
-  checkpoint,
-  cifar,
-  models,
-  parallel,
-  preact,
-  records,
-  setup,
-  train,
-  train_step,
-  validation,
-)
+from resnet_jax import checkpoint, cifar, models, records, setup, train, train_step, validation
 from resnet_jax.errors import UserError
 
 
@@ -336,15 +320,6 @@ def test_every_model_builds_from_the_default_model_settings():
     assert isinstance(setup.build_model(config), nn.Module)
 
 
-def test_a_config_saved_before_the_model_options_existed_builds_its_model():
-  # load_run builds the model of a config.json as it was saved.
-  saved = resnet_test.get_config().to_dict()
-  for option in ('dropout_rate', 'scan_blocks', 'remat'):
-    del saved['model'][option]
-  model = setup.build_model(ml_collections.ConfigDict(saved))
-  assert (model.name, model.stage_filters) == (None, (4, 8, 16))
-
-
 def test_a_shortcut_a_model_does_not_have_is_refused():
   config = resnet_test.get_config()
   config.model.update(name='resnet18', shortcut='A')
@@ -389,42 +364,3 @@ def test_bfloat16_trains_and_evaluates_close_to_float32(cifar_dir, tmp_path):
   results = [run.eval_fn(state, run.eval_sets['test']) for run in (f32, bf16)]
   assert results[1]['loss'] == pytest.approx(results[0]['loss'], rel=0.02)
   assert abs(results[1]['top1'] - results[0]['top1']) <= 1 / 20
-
-
-def test_the_train_step_draws_dropout_from_the_steps_key():
-  # A tiny WRN with dropout: the step must hand it a 'dropout' key, the same for the same step.
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  tx = optax.sgd(0.1)
-  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
-  labels = np.arange(8, dtype=np.int32) % 10
-
-  def step(model, aug_key):
-    variables = model.init(jax.random.key(0, impl='rbg'), images[:1] / 255.0, train=False)
-    state = train_step.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=tx.init(variables['params']),
-      diverged_at=jnp.zeros((), jnp.int32),
-    )
-    run = functools.partial(
-      train_step.train_step,
-      model=model,
-      tx=tx,
-      schedule=lambda _: 0.1,
-      batch_size=8,
-      epoch_steps=1,
-      mean=(0.5,) * 3,
-      std=(0.25,) * 3,
-      label_smoothing=0.0,
-      mesh=mesh,
-    )
-    jitted = jax.jit(run)
-    # Twice: the same step draws the same mask.
-    return [jitted(state, images, labels, jnp.arange(8), aug_key)[1]['loss'] for _ in range(2)]
-
-  dropped, plain = (preact.wide(10, 1)(num_classes=10, dropout_rate=rate) for rate in (0.5, 0))
-  key = jax.random.key(3)
-  first, again = step(dropped, key)
-  assert first == again
-  assert first != step(plain, key)[0]
