@@ -10,8 +10,10 @@ szagoruyko/wide-residual-networks' README quotes it (median of 5 runs):
   preact_resnet164   1.7M params   CIFAR-10 5.46%   CIFAR-100 24.33%
   preact_resnet1001  10.2M params  CIFAR-10 4.92%   CIFAR-100 22.71%   (the lua builds 10.3M)
 
-preact_resnet1001 runs its blocks as scanned stacks (model.scan_blocks, compiled once per stage
-rather than 333 blocks): benchmarks/deep_compile.py measures both forms.
+preact_resnet1001 runs its blocks as scanned stacks (model.scan_blocks: one compiled block per
+stage instead of 333 in all), for a GPU: XLA's CPU backend runs a scanned step far slower than
+the unrolled one, as it does a scan of whole train steps. benchmarks/deep_compile.py measures
+compile time, step time and memory of both forms, and of scan + model.remat.
 
   python launch.py --config=configs/preact_cifar.py:preact_resnet164
   python launch.py --config=configs/preact_cifar.py:preact_resnet1001
