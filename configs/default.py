@@ -14,15 +14,26 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # resnet20/32/44/56/110 (the paper's CIFAR nets), plain20..110 (no shortcuts),
-  # resnet18/34/50 (kuangliu's CIFAR versions), resnet_test (tiny, for tests).
+  # resnet18/34/50 (kuangliu's CIFAR versions), preact_resnet18/164/1001 (pre-activation),
+  # wrn16_8, wrn28_10 (wide), resnet_test (tiny, for tests).
   config.model.name = 'resnet20'
   # Compute dtype, 'float32' or 'bfloat16'. Params and optimiser state stay float32.
   config.model.dtype = 'float32'
   # The paper's nets only: 'A' (parameter-free zero-padding) or 'B' (1x1 conv projection).
   # '': the model's published choice (A for the paper's nets; resnet18/34/50 always project).
   config.model.shortcut = ''
-  # Start each residual block as the identity by zero-initialising its last BN scale.
+  # Start each residual block as the identity by zero-initialising its last BN scale (the nets
+  # whose blocks end in a BN: not the pre-activation and wide nets).
   config.model.zero_init_residual = False
+  # Wide nets only: dropout between each block's two convs in training (Zagoruyko: 0.3).
+  config.model.dropout_rate = 0.0
+  # Pre-activation and wide nets: each stage's blocks after its first run as one scanned stack,
+  # compiled once instead of once per block (preact_resnet1001: 110 per stage). Same function,
+  # checkpoints of another tree (params stacked on a leading axis).
+  config.model.scan_blocks = False
+  # Pre-activation and wide nets: recompute each block's activations in the backward pass
+  # instead of keeping them (less memory, about one more forward pass of time).
+  config.model.remat = False
   # BatchNorm statistics in training: 0 over the whole global batch, across all devices and
   # hosts (what jit over a Mesh computes); n > 0 over groups of n examples ("ghost" BN). Set n
   # to the per-device batch for PyTorch DistributedDataParallel's per-GPU statistics.

@@ -5,8 +5,10 @@ against the real thing:
 
 * resnet20(), resnet56(): akamaster/pytorch_resnet_cifar10 resnet.py (He et
   al. 2015's CIFAR nets, shortcut option A, kaiming_normal_ init).
-* resnet18(): kuangliu/pytorch-cifar models/resnet.py (ResNet-18 adapted to
-  CIFAR, PyTorch's default init).
+* resnet18(), resnet34(), resnet50(): kuangliu/pytorch-cifar models/resnet.py
+  (ImageNet's ResNets adapted to CIFAR, PyTorch's default init).
+* resnet20(..., option='B'): akamaster's option B, projection shortcuts.
+* the pre-activation and wide nets: reference/torch_preact.py.
 
 Both repositories name their classes BasicBlock and ResNet; the prefixes here
 tell the two apart. Attribute names are the originals', which
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
 
+from reference import torch_preact
 from resnet_jax import export
 
 # --- akamaster/pytorch_resnet_cifar10 resnet.py ---
@@ -72,6 +75,16 @@ class AkamasterBasicBlock(nn.Module):
     return out
 
 
+class _AkamasterBasicBlockB(AkamasterBasicBlock):
+  """akamaster's block with option B, which its ResNet builds as block(in, planes, stride)."""
+
+  def __init__(self, in_planes, planes, stride=1):
+    super().__init__(in_planes, planes, stride, option='B')
+
+
+_AKAMASTER_BLOCKS = {'A': AkamasterBasicBlock, 'B': _AkamasterBasicBlockB}
+
+
 class AkamasterResNet(nn.Module):
   def __init__(self, block, num_blocks, num_classes=10):
     super().__init__()
@@ -106,24 +119,24 @@ class AkamasterResNet(nn.Module):
     return out
 
 
-def resnet20(num_classes: int = 10) -> AkamasterResNet:
-  return AkamasterResNet(AkamasterBasicBlock, [3, 3, 3], num_classes)
+def resnet20(num_classes: int = 10, option: str = 'A') -> AkamasterResNet:
+  return AkamasterResNet(_AKAMASTER_BLOCKS[option], [3] * 3, num_classes)
 
 
-def resnet32(num_classes: int = 10) -> AkamasterResNet:
-  return AkamasterResNet(AkamasterBasicBlock, [5, 5, 5], num_classes)
+def resnet32(num_classes: int = 10, option: str = 'A') -> AkamasterResNet:
+  return AkamasterResNet(_AKAMASTER_BLOCKS[option], [5] * 3, num_classes)
 
 
-def resnet44(num_classes: int = 10) -> AkamasterResNet:
-  return AkamasterResNet(AkamasterBasicBlock, [7, 7, 7], num_classes)
+def resnet44(num_classes: int = 10, option: str = 'A') -> AkamasterResNet:
+  return AkamasterResNet(_AKAMASTER_BLOCKS[option], [7] * 3, num_classes)
 
 
-def resnet56(num_classes: int = 10) -> AkamasterResNet:
-  return AkamasterResNet(AkamasterBasicBlock, [9, 9, 9], num_classes)
+def resnet56(num_classes: int = 10, option: str = 'A') -> AkamasterResNet:
+  return AkamasterResNet(_AKAMASTER_BLOCKS[option], [9] * 3, num_classes)
 
 
-def resnet110(num_classes: int = 10) -> AkamasterResNet:
-  return AkamasterResNet(AkamasterBasicBlock, [18, 18, 18], num_classes)
+def resnet110(num_classes: int = 10, option: str = 'A') -> AkamasterResNet:
+  return AkamasterResNet(_AKAMASTER_BLOCKS[option], [18] * 3, num_classes)
 
 
 # --- kuangliu/pytorch-cifar models/resnet.py ---
@@ -229,6 +242,9 @@ def resnet50(num_classes: int = 10) -> KuangliuResNet:
 
 # resnet_jax.models name -> the reference that model ports.
 MODELS: Mapping[str, Callable[..., nn.Module]] = {
+  'preact_resnet18': torch_preact.preact_resnet18,
+  'preact_resnet164': torch_preact.preact_resnet164,
+  'preact_resnet1001': torch_preact.preact_resnet1001,
   'resnet18': resnet18,
   'resnet20': resnet20,
   'resnet32': resnet32,
@@ -237,6 +253,8 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = {
   'resnet50': resnet50,
   'resnet56': resnet56,
   'resnet110': resnet110,
+  'wrn16_8': torch_preact.wrn16_8,
+  'wrn28_10': torch_preact.wrn28_10,
 }
 
 

@@ -3,7 +3,8 @@
 
   model.safetensors   the PyTorch state dict of the model's reference in reference/torch_models.py
                       (load_state_dict(strict=True) takes it): akamaster's names for the paper's
-                      nets, kuangliu's for ResNet-18; OIHW conv and (out, in) linear weights; each
+                      nets, kuangliu's for ResNet-18/34/50 and PreAct ResNet-18, xternalz's for
+                      the wide nets; a scanned stack of blocks as its blocks; OIHW conv and (out, in) linear weights; each
                       BatchNorm's running_mean, running_var and num_batches_tracked
   variables.msgpack   flax.serialization.to_bytes({'params': ..., 'batch_stats': ...})
   config.json         the run's config as that of the exported replica alone (its seed, 1 replica)
@@ -28,7 +29,7 @@ import numpy as np
 from absl import logging
 from flax import serialization, traverse_util
 
-from resnet_jax import distributed, records, validation
+from resnet_jax import distributed, layers, records, validation
 from resnet_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 TORCH_REFERENCES = {
   **{name: 'A' for name in ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')},
   **{name: 'B' for name in ('resnet18', 'resnet34', 'resnet50')},
+  **{
+    name: 'B'
+    for name in ('preact_resnet18', 'preact_resnet164', 'preact_resnet1001', 'wrn16_8', 'wrn28_10')
+  },
 }
 MODEL_FILE = 'model.safetensors'
 VARIABLES_FILE = 'variables.msgpack'
@@ -74,11 +79,12 @@ def torch_state_dict(
   """flax {'params', 'batch_stats'} as a PyTorch state dict of float32 numpy arrays.
 
   num_batches_tracked: also each BatchNorm's counter (an int64 scalar) with this value; None
-  leaves the counters out.
+  leaves the counters out. A scanned stack of blocks (model.scan_blocks) becomes its blocks.
   """
   state = {}
   for collection in ('params', 'batch_stats'):
-    for path, value in traverse_util.flatten_dict(dict(variables[collection])).items():
+    unrolled = layers.unscanned(variables[collection])
+    for path, value in traverse_util.flatten_dict(unrolled).items():
       # A copy: jax arrays read as read-only numpy arrays, which torch.from_numpy warns about.
       state[torch_key(collection, path)] = np.array(to_torch_layout(np.asarray(value, np.float32)))
   if num_batches_tracked is not None:

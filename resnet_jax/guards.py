@@ -40,7 +40,14 @@ FIELDS_THAT_MATTER = (
   'ema.',
 )
 # Fields added after runs were made: a config.json without one ran as this value.
-ADDED_FIELDS = {'augment.cutout_size': 0, 'ema.decay': 0.0, 'ema.warmup': True}
+ADDED_FIELDS = {
+  'augment.cutout_size': 0,
+  'ema.decay': 0.0,
+  'ema.warmup': True,
+  'model.dropout_rate': 0.0,
+  'model.scan_blocks': False,
+  'model.remat': False,
+}
 # Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
 # damaged rather than foreign.
 STRUCTURE_FIELDS = ('model.', 'dataset.name', 'num_replicas', 'ema.decay')

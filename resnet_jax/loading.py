@@ -20,7 +20,17 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from resnet_jax import augment, checkpoint, cifar, evaluation, parallel, records, setup, train_step
+from resnet_jax import (
+  augment,
+  checkpoint,
+  cifar,
+  evaluation,
+  guards,
+  parallel,
+  records,
+  setup,
+  train_step,
+)
 from resnet_jax.ema import averaged
 from resnet_jax.errors import UserError
 
@@ -36,6 +46,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
       f'No {records.CONFIG} in {workdir}: not the workdir of a run. Give the workdir a run was '
       'trained in (it holds config.json and checkpoints/).'
     )
+  for field, value in guards.ADDED_FIELDS.items():  # a config.json older than the field
+    section, name = field.split('.')
+    saved.setdefault(section, {}).setdefault(name, value)
   return ml_collections.ConfigDict(saved)
 
 
@@ -187,8 +200,7 @@ def load_run(
       f'replica={replica!r}: the run in {workdir} has {num_replicas} replica(s), 0 to '
       f'{num_replicas - 1}; None loads them all.'
     )
-  # A config.json written before the EMA existed has no ema section: no EMA.
-  has_ema = config.get('ema', {}).get('decay', 0) > 0
+  has_ema = config.ema.decay > 0
   if ema and not has_ema:
     raise UserError(
       f'ema=True: the run in {workdir} kept no EMA of its weights (it was trained with '

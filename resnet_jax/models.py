@@ -19,13 +19,12 @@ Submodule names (conv1, bn1, layer{stage}_{block}, shortcut_conv, shortcut_bn,
 linear) mirror the PyTorch attribute names, so weights map one-to-one onto the
 references in reference/torch_models.py.
 
-BatchNorm matches PyTorch's (flax momentum 0.9 is PyTorch momentum 0.1, epsilon
-1e-5) except that flax keeps the biased running variance while PyTorch keeps
-the unbiased one, a factor n/(n-1) with n = batch x H x W: negligible.
+The pre-activation and wide nets (preact_resnet18/164/1001, wrn16_8/28_10) are
+in resnet_jax/preact.py, registered here; the pieces every family shares, with
+BatchNorm's one difference from PyTorch's, in resnet_jax/layers.py.
 """
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,68 +32,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ModuleDef = Any
-
-# Explicit padding: 'SAME' pads a stride-2 3x3 conv only on the bottom/right,
-# where PyTorch's padding=1 pads both sides.
-_PAD_3X3 = ((1, 1), (1, 1))
-
-# akamaster's kaiming_normal_: std sqrt(2 / fan_in), not truncated.
-_he_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
-# PyTorch's default kaiming_uniform_(a=sqrt(5)): U(+-1 / sqrt(fan_in)).
-_torch_default = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
-
-
-def _torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
-  """PyTorch's default nn.Linear bias init: U(+-1 / sqrt(fan_in))."""
-  bound = 1 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-class GhostBatchNorm(nn.Module):
-  """BatchNorm whose training statistics come from groups of `group_size` examples.
-
-  The variables are nn.BatchNorm's (params scale and bias, batch_stats mean and var), so
-  checkpoints move between the two. Each group is normalised by its own mean and biased
-  variance; the running averages move towards the mean over the groups of their statistics.
-  When a group is exactly one device's share of the batch, no statistic crosses devices.
-  """
-
-  group_size: int
-  use_running_average: bool
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  scale_init: Callable[..., jax.Array] = nn.initializers.ones
-  bias_init: Callable[..., jax.Array] = nn.initializers.zeros
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    features = x.shape[-1]
-    scale = self.param('scale', self.scale_init, (features,), self.param_dtype)
-    bias = self.param('bias', self.bias_init, (features,), self.param_dtype)
-    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
-    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
-    x32 = x.astype(jnp.float32)  # statistics in float32 whatever the compute dtype, as flax's
-    if self.use_running_average:
-      y = (x32 - running_mean.value) * jax.lax.rsqrt(running_var.value + self.epsilon)
-    else:
-      groups = x32.reshape(x.shape[0] // self.group_size, self.group_size, *x.shape[1:])
-      axes = tuple(range(1, groups.ndim - 1))
-      mean = groups.mean(axes, keepdims=True)
-      var = jnp.square(groups - mean).mean(axes, keepdims=True)
-      y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-      if not self.is_initializing():
-        for stat, value in ((running_mean, mean), (running_var, var)):
-          stat.value = self.momentum * stat.value + (1 - self.momentum) * value.reshape(
-            -1, features
-          ).mean(0)
-    return (y * scale + bias).astype(self.dtype)
+from resnet_jax import preact
+from resnet_jax.layers import (
+  PAD_3X3,
+  ModuleDef,
+  conv_factory,
+  he_normal,
+  norm_factory,
+  torch_bias_init,
+  torch_default,
+)
 
 
 def _shortcut(
@@ -129,9 +76,9 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = self.conv(self.filters, (3, 3), self.strides, padding=_PAD_3X3, name='conv1')(x)
+    y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), padding=_PAD_3X3, name='conv2')(y)
+    y = self.conv(self.filters, (3, 3), padding=PAD_3X3, name='conv2')(y)
     y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_residual), name='bn2')(y)
     if self.shortcut is not None:
       y += _shortcut(x, self.filters, self.strides, self.shortcut, self.conv, self.norm)
@@ -152,7 +99,7 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.conv(self.filters, (1, 1), padding='VALID', name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), self.strides, padding=_PAD_3X3, name='conv2')(y)
+    y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3, name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(self.filters * 4, (1, 1), padding='VALID', name='conv3')(y)
     y = self.norm(scale_init=_last_norm_scale_init(self.zero_init_residual), name='bn3')(y)
@@ -176,26 +123,9 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = functools.partial(
-      nn.Conv,
-      use_bias=False,
-      kernel_init=self.kernel_init,
-      dtype=self.dtype,
-      param_dtype=jnp.float32,
-    )
-    if self.bn_group_size:
-      norm = functools.partial(GhostBatchNorm, self.bn_group_size)
-    else:
-      norm = functools.partial(nn.BatchNorm, use_fast_variance=False)
-    norm = functools.partial(
-      norm,
-      use_running_average=not train,
-      momentum=0.9,
-      epsilon=1e-5,
-      dtype=self.dtype,
-      param_dtype=jnp.float32,
-    )
-    x = conv(self.stage_filters[0], (3, 3), padding=_PAD_3X3, name='conv1')(x)
+    conv = conv_factory(self.kernel_init, self.dtype)
+    norm = norm_factory(train, self.dtype, self.bn_group_size)
+    x = conv(self.stage_filters[0], (3, 3), padding=PAD_3X3, name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
     for i, (num_blocks, filters) in enumerate(zip(self.stage_sizes, self.stage_filters)):
       for j in range(num_blocks):
@@ -212,7 +142,7 @@ class ResNet(nn.Module):
     x = nn.Dense(
       self.num_classes,
       kernel_init=self.kernel_init,
-      bias_init=_torch_bias_init(x.shape[-1]),
+      bias_init=torch_bias_init(x.shape[-1]),
       dtype=self.dtype,
       param_dtype=jnp.float32,
       name='linear',
@@ -221,10 +151,19 @@ class ResNet(nn.Module):
 
 
 _PaperNet = functools.partial(
-  ResNet, stage_filters=(16, 32, 64), block_cls=BasicBlock, kernel_init=_he_normal, shortcut='A'
+  ResNet,
+  stage_filters=(16, 32, 64),
+  block_cls=BasicBlock,
+  kernel_init=he_normal,
+  shortcut='A',
+  zero_init_residual=False,
 )
 _KuangliuNet = functools.partial(
-  ResNet, stage_filters=(64, 128, 256, 512), kernel_init=_torch_default, shortcut='B'
+  ResNet,
+  stage_filters=(64, 128, 256, 512),
+  kernel_init=torch_default,
+  shortcut='B',
+  zero_init_residual=False,
 )
 
 _REGISTRY = {
@@ -240,6 +179,7 @@ _REGISTRY = {
   'resnet34': functools.partial(_KuangliuNet, block_cls=BasicBlock, stage_sizes=(3, 4, 6, 3)),
   'resnet50': functools.partial(_KuangliuNet, block_cls=Bottleneck, stage_sizes=(3, 4, 6, 3)),
   'resnet_test': functools.partial(_PaperNet, stage_sizes=(1, 1, 1), stage_filters=(4, 8, 16)),
+  **preact.REGISTRY,
 }
 
 MODEL_NAMES = tuple(sorted(_REGISTRY))
@@ -247,11 +187,20 @@ MODEL_NAMES = tuple(sorted(_REGISTRY))
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+# Settings only some families take; each registry entry names those it takes, with its default.
+OPTIONS = ('zero_init_residual', 'dropout_rate', 'scan_blocks', 'remat')
+
+
 def shortcut_choices(name: str) -> tuple[str, ...]:
   """The shortcuts a registered model can be built with: A or B for the paper's nets (A is
-  published), B for resnet18/34/50, none for the plain nets."""
-  published = _REGISTRY[name].keywords['shortcut']
+  published), B for the others (a projection where the shape changes), none for the plain nets."""
+  published = _REGISTRY[name].keywords.get('shortcut', 'B')
   return {'A': ('A', 'B'), 'B': ('B',), None: ()}[published]
+
+
+def model_options(name: str) -> tuple[str, ...]:
+  """Which of OPTIONS a registered model takes."""
+  return tuple(option for option in OPTIONS if option in _REGISTRY[name].keywords)
 
 
 def get_model(
@@ -260,8 +209,11 @@ def get_model(
   *,
   dtype: str = 'float32',
   shortcut: str = '',
-  zero_init_residual: bool = False,
   bn_group_size: int = 0,
+  zero_init_residual: bool = False,
+  dropout_rate: float = 0.0,
+  scan_blocks: bool = False,
+  remat: bool = False,
 ) -> nn.Module:
   """Builds a registered model from validated settings (resnet_jax.validation checks them).
 
@@ -270,17 +222,29 @@ def get_model(
     num_classes: size of the logits.
     dtype: 'float32' or 'bfloat16', the computation dtype; parameters stay float32.
     shortcut: '' for the model's published shortcut, else one of shortcut_choices(name).
-    zero_init_residual: zero the scale of each block's last BatchNorm.
     bn_group_size: BatchNorm statistics over groups of that many examples; 0, the whole batch.
+    The OPTIONS, each only for a model that takes it (model_options(name)) unless left at
+    its default:
+    zero_init_residual: zero the scale of each block's last BatchNorm.
+    dropout_rate: dropout between each block's two convs, in training.
+    scan_blocks: each stage's blocks after its first as one scanned stack (one compiled block).
+    remat: recompute each block's activations in the backward pass instead of keeping them.
 
   Returns:
-    An unbound module; call it as model.apply(variables, images, train=...).
+    An unbound module; call it as model.apply(variables, images, train=...), in training with
+    rngs={'dropout': key} when dropout_rate is set.
   """
-  overrides = {'shortcut': shortcut} if shortcut else {}
-  return _REGISTRY[name](
-    num_classes=num_classes,
-    dtype=DTYPES[dtype],
-    zero_init_residual=zero_init_residual,
-    bn_group_size=bn_group_size,
-    **overrides,
+  entry = _REGISTRY[name]
+  options = {
+    'zero_init_residual': zero_init_residual,
+    'dropout_rate': dropout_rate,
+    'scan_blocks': scan_blocks,
+    'remat': remat,
+  }
+  overrides = {option: value for option, value in options.items() if value}
+  # The families without a 'shortcut' field always project: B is their published choice.
+  if shortcut and 'shortcut' in entry.keywords:
+    overrides['shortcut'] = shortcut
+  return entry(
+    num_classes=num_classes, dtype=DTYPES[dtype], bn_group_size=bn_group_size, **overrides
   )

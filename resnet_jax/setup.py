@@ -73,6 +73,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     shortcut=m.shortcut,
     zero_init_residual=m.zero_init_residual,
     bn_group_size=m.bn_group_size,
+    dropout_rate=m.dropout_rate,
+    scan_blocks=m.scan_blocks,
+    remat=m.remat,
   )
 
 

@@ -4,8 +4,8 @@ Each step gathers its batch by index from the training set (already on every dev
 and normalises it, and updates the state, all inside jit. Randomness is a pure function of
 (seed, step): the data order of epoch e is a permutation drawn from fold_in(perm_key, e), computed
 once per epoch (epoch_order), and the augmentation of step s comes from fold_in(aug_key, s) (the
-step key: crop and flip use it as it is, cutout fold_in(step key, 1)), so a resumed run replays
-exactly what an uninterrupted one would have done.
+step key: crop and flip use it as it is, cutout fold_in(step key, 1), dropout fold_in(step key,
+2)), so a resumed run replays exactly what an uninterrupted one would have done.
 
 train_step is one replica's step. A run of N replicas (seeds seed..seed+N-1) stacks N such states
 on a leading replica axis and vmaps the step over it (make_train_chunk): replica k computes what
@@ -154,10 +154,12 @@ def update_on_batch(
   model: nn.Module,
   tx: optax.GradientTransformation,
   label_smoothing: float,
+  dropout_key: jax.Array | None = None,
 ) -> tuple[TrainState, jax.Array, jax.Array, Any]:
   """Forward, backward and the optimiser's update on one ready batch.
 
-  Returns (new state, loss, logits, gradients); tx may be any optax optimiser.
+  Returns (new state, loss, logits, gradients); tx may be any optax optimiser. dropout_key: the
+  model's 'dropout' rng stream; a model with dropout needs it.
   """
 
   def loss_fn(params):
@@ -166,6 +168,7 @@ def update_on_batch(
       images,
       train=True,
       mutable=['batch_stats'],
+      rngs={} if dropout_key is None else {'dropout': dropout_key},
     )
     loss = optim.cross_entropy(logits, labels, label_smoothing).mean()
     return loss, (logits, new_vars['batch_stats'])
@@ -253,8 +256,16 @@ def train_step(
     mesh=mesh,
     cutout_size=cutout_size,
   )
+  # The step's augmentation key seeds its other randomness too: stream 2 is dropout's.
+  dropout_key = jax.random.fold_in(jax.random.fold_in(aug_key, step), 2)
   new_state, loss, logits, grads = update_on_batch(
-    state, batch_images, batch_labels, model=model, tx=tx, label_smoothing=label_smoothing
+    state,
+    batch_images,
+    batch_labels,
+    model=model,
+    tx=tx,
+    label_smoothing=label_smoothing,
+    dropout_key=dropout_key,
   )
   if state.ema is not None:
     average = ema.update(

@@ -86,6 +86,22 @@ def _model(model: Any, batch_size: int) -> None:
       "'' for its published choice."
     )
   _flag(model.zero_init_residual, 'model.zero_init_residual')
+  _number(model.dropout_rate, 'model.dropout_rate', integer=False, minimum=0)
+  if model.dropout_rate >= 1:
+    raise UserError(
+      f'config.model.dropout_rate={model.dropout_rate!r} must be below 1 (the fraction of '
+      'activations dropped; Zagoruyko and Komodakis use 0.3).'
+    )
+  _flag(model.scan_blocks, 'model.scan_blocks')
+  _flag(model.remat, 'model.remat')
+  for option in models.OPTIONS:
+    if model[option] and option not in models.model_options(model.name):
+      takers = [name for name in models.MODEL_NAMES if option in models.model_options(name)]
+      default = 0.0 if option == 'dropout_rate' else False
+      raise UserError(
+        f'config.model.{option}={model[option]!r}: {model.name} does not take it, only '
+        f'{", ".join(takers)} do. Drop it, or --config.model.{option}={default}.'
+      )
   _number(model.bn_group_size, 'model.bn_group_size', minimum=0)
   if model.bn_group_size and batch_size % model.bn_group_size:
     raise UserError(

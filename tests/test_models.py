@@ -1,13 +1,15 @@
-"""Tests for resnet_jax.models: sizes, dtypes, BatchNorm modes, init, errors."""
+"""Tests for resnet_jax.models: sizes, dtypes, BatchNorm modes, init, scanned stages, dropout."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from resnet_jax import models
+from configs import resnet_test
+from resnet_jax import layers, loading, models, parallel, preact, records, setup, train_step
 
 _IMAGES = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
 
@@ -21,6 +23,11 @@ _PARAM_COUNTS = {
   'resnet18': 11_173_962,
   'resnet34': 21_282_122,
   'resnet50': 23_520_842,
+  'preact_resnet18': 11_171_146,
+  'preact_resnet164': 1_703_258,
+  'preact_resnet1001': 10_327_706,
+  'wrn16_8': 10_961_370,
+  'wrn28_10': 36_479_194,
 }
 _PAPER_NETS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 # Option B's projections: 1x1 conv + BN at 16->32 and 32->64 channels.
@@ -55,7 +62,25 @@ def test_model_names_sorted_and_complete():
 
 @pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))
 def test_param_count(name):
-  assert _param_count(name) == _PARAM_COUNTS[name]
+  # preact_resnet1001 unrolled traces 333 blocks (seconds); its scanned form counts the same.
+  scanned = {'scan_blocks': True} if name == 'preact_resnet1001' else {}
+  assert _param_count(name, **scanned) == _PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize('name', ['preact_resnet164', 'wrn16_8'])
+def test_scanned_and_unrolled_forms_hold_the_same_variables(name):
+  model = models.get_model(name, 10)
+  init = functools.partial(model.init, train=False)
+  unrolled = jax.eval_shape(init, jax.random.key(0), _IMAGES)
+  scanned_model = models.get_model(name, 10, scan_blocks=True)
+  scanned = jax.eval_shape(
+    functools.partial(scanned_model.init, train=False), jax.random.key(0), _IMAGES
+  )
+  # unscanned() indexes arrays: zeros of the scanned shapes.
+  zeros = functools.partial(jax.tree.map, lambda leaf: np.zeros(leaf.shape, leaf.dtype))
+  shapes = functools.partial(jax.tree.map, lambda leaf: leaf.shape)
+  for collection in ('params', 'batch_stats'):
+    assert shapes(layers.unscanned(zeros(scanned[collection]))) == shapes(unrolled[collection])
 
 
 @pytest.mark.parametrize('name', _PAPER_NETS)
@@ -209,3 +234,122 @@ def test_bn_groups_normalise_each_group_on_its_own():
   for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(expected), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert not np.allclose(logits, _train_forward(default, variables, images)[0], atol=1e-3)
+
+
+def _small_preact(**options):
+  """preact_resnet164's code with stages of 3, 2 and 1 units: scans of 2, 1 and none."""
+  model = functools.partial(preact.REGISTRY['preact_resnet164'], stage_sizes=(3, 2, 1))
+  return model(num_classes=10, **options)
+
+
+def test_scanned_blocks_compute_what_unrolled_ones_do():
+  images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  scanned = _small_preact(scan_blocks=True)
+  variables = jax.jit(functools.partial(scanned.init, train=False))(
+    jax.random.key(0, impl='rbg'), images
+  )
+  assert variables['params']['layer1_1_scan']['conv2']['kernel'].shape == (2, 3, 3, 16, 16)
+  unrolled = {collection: layers.unscanned(tree) for collection, tree in variables.items()}
+  assert {'layer1_1', 'layer1_2', 'layer2_1'} <= set(unrolled['params'])
+
+  def train_step(params, batch_stats, model):
+    def loss(params):
+      logits, state = model.apply(
+        {'params': params, 'batch_stats': batch_stats}, images, train=True, mutable=['batch_stats']
+      )
+      return jnp.sum(logits**2), (logits, state['batch_stats'])
+
+    (_, (logits, stats)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    # In the unrolled names, whatever the form.
+    return logits, layers.unscanned(stats), layers.unscanned(grads)
+
+  step = jax.jit(train_step, static_argnums=2)
+  results = [
+    step(*(these['params'], these['batch_stats']), _small_preact(scan_blocks=scan, remat=remat))
+    for scan, remat, these in (
+      (True, False, variables),
+      (True, True, variables),
+      (False, False, unrolled),
+    )
+  ]
+  for result in results[1:]:
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), result, results[0]
+    )
+  eval_logits = [
+    _small_preact(scan_blocks=scan).apply(these, images, train=False)
+    for scan, these in ((True, variables), (False, unrolled))
+  ]
+  np.testing.assert_allclose(*eval_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_draws_from_its_rng_in_training_only():
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  dropped = preact.wide(10, 1)(num_classes=10, dropout_rate=0.5)
+  plain = preact.wide(10, 1)(num_classes=10)
+  variables = plain.init(jax.random.key(0, impl='rbg'), images, train=False)
+
+  def train(model, key):
+    return model.apply(
+      variables, images, train=True, mutable=['batch_stats'], rngs={'dropout': key}
+    )[0]
+
+  keys = jax.random.split(jax.random.key(2), 2)
+  np.testing.assert_array_equal(train(dropped, keys[0]), train(dropped, keys[0]))
+  assert not np.allclose(train(dropped, keys[0]), train(dropped, keys[1]), atol=1e-3)
+  assert not np.allclose(train(dropped, keys[0]), train(plain, keys[0]), atol=1e-3)
+  np.testing.assert_array_equal(
+    dropped.apply(variables, images, train=False), plain.apply(variables, images, train=False)
+  )
+
+
+def test_a_config_saved_before_the_new_fields_existed_builds_its_model(tmp_path):
+  # load_run reads a config.json as saved: fields added since read as the values old runs had.
+  saved = resnet_test.get_config().to_dict()
+  for option in ('dropout_rate', 'scan_blocks', 'remat'):
+    del saved['model'][option]
+  del saved['ema'], saved['augment']
+  records.write_json(str(tmp_path / records.CONFIG), saved)
+  config = loading.read_config(str(tmp_path))
+  assert (config.model.dropout_rate, config.ema.decay, config.augment.cutout_size) == (0.0, 0.0, 0)
+  model = setup.build_model(config)
+  assert (model.name, model.stage_filters) == (None, (4, 8, 16))
+
+
+def test_the_train_step_draws_dropout_from_the_steps_key():
+  # A tiny WRN with dropout: the step must hand it a 'dropout' key, the same for the same step.
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  tx = optax.sgd(0.1)
+  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
+  labels = np.arange(8, dtype=np.int32) % 10
+
+  def step(model, aug_key):
+    variables = model.init(jax.random.key(0, impl='rbg'), images[:1] / 255.0, train=False)
+    state = train_step.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=tx.init(variables['params']),
+      diverged_at=jnp.zeros((), jnp.int32),
+    )
+    run = functools.partial(
+      train_step.train_step,
+      model=model,
+      tx=tx,
+      schedule=lambda _: 0.1,
+      batch_size=8,
+      epoch_steps=1,
+      mean=(0.5,) * 3,
+      std=(0.25,) * 3,
+      label_smoothing=0.0,
+      mesh=mesh,
+    )
+    jitted = jax.jit(run)
+    # Twice: the same step draws the same mask.
+    return [jitted(state, images, labels, jnp.arange(8), aug_key)[1]['loss'] for _ in range(2)]
+
+  dropped, plain = (preact.wide(10, 1)(num_classes=10, dropout_rate=rate) for rate in (0.5, 0))
+  key = jax.random.key(3)
+  first, again = step(dropped, key)
+  assert first == again
+  assert first != step(plain, key)[0]

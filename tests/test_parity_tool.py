@@ -295,6 +295,14 @@ def test_a_model_pytorch_lacks_is_refused(cifar_dir):
     parity_tool.parity_config(_config(cifar_dir, model='resnet_test'))
 
 
+@needs_torch
+def test_dropout_is_refused(cifar_dir):
+  config = _config(cifar_dir, model='wrn16_8')
+  config.model.dropout_rate = 0.3
+  with pytest.raises(parity_tool.UserError, match='--config.model.dropout_rate=0'):
+    parity_tool.parity_config(config)
+
+
 def _torch_alone_config(data_dir):
   """16 steps over two epochs of 10 steps: eval (and checkpoint) at 10 and 16, logs every 4.
 

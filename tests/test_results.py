@@ -248,6 +248,12 @@ def test_paper_table_has_every_entry_of_the_queue_in_order_run_or_not(tmp_path, 
     'ResNet-18',
     'ResNet-20 (PyTorch)',
     'ResNet-18 + cutout',  # an entry's own name for its net
+    'PreAct ResNet-18',
+    'PreAct ResNet-164',
+    'PreAct ResNet-1001',
+    'WRN-16-8',
+    'WRN-28-10',
+    'WRN-28-10 dropout',
   ]
   assert all(row['ours'] == 'not run' and row['flip'] == '-' for row in rows.values())
   assert rows['ResNet-20']['seeds'] == '0 / 5 (+1 stopped early)'

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -345,7 +346,7 @@ def test_every_model_builds_from_the_default_model_settings():
   for name in models.MODEL_NAMES:
     config.model.name = name
     validation.validate_config(config, 4)
-    assert isinstance(setup.build_model(config), models.ResNet)
+    assert isinstance(setup.build_model(config), nn.Module)
 
 
 def test_a_shortcut_a_model_does_not_have_is_refused():

@@ -151,3 +151,19 @@ def test_a_misspelt_field_is_named_with_the_fields_it_may_mean():
     'eval.batch_size?',
     'Every field and its meaning is in configs/default.py.',
   ]
+
+
+@pytest.mark.parametrize(
+  'name, field, value, match',
+  [
+    ('resnet20', 'dropout_rate', 0.3, r'resnet20 does not take it, only wrn16_8, wrn28_10 do'),
+    ('wrn28_10', 'dropout_rate', 1.0, 'must be below 1'),
+    ('resnet56', 'scan_blocks', True, r'only preact_resnet1001, .*wrn28_10 do'),
+    ('preact_resnet18', 'zero_init_residual', True, 'preact_resnet18 does not take it'),
+    ('wrn16_8', 'dropout_rate', -0.1, 'must be at least 0'),
+  ],
+)
+def test_model_options_are_refused_where_the_model_lacks_them(name, field, value, match):
+  config = paper_cifar.get_config(name)
+  config.model[field] = value
+  _refused(config, match)

@@ -85,6 +85,12 @@ def parity_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
       f'published shortcuts; not model.name={config.model.name!r} with '
       f'model.shortcut={config.model.shortcut!r}.'
     )
+  if config.model.dropout_rate:
+    raise UserError(
+      f'config.model.dropout_rate={config.model.dropout_rate}: JAX and PyTorch would drop '
+      'different activations, so the runs could not be compared step by step. Compare with '
+      '--config.model.dropout_rate=0.'
+    )
   config = config.copy_and_resolve_references()
   config.eval_every_steps = 0
   config.eval_every_epochs = 1.0

@@ -29,6 +29,10 @@ KUANGLIU = (
   '350-epoch recipe)'
 )
 DEVRIES = 'DeVries & Taylor 2017 (arXiv:1708.04552), Table 1 (mean of 5 runs, last epoch)'
+KUANGLIU_PREACT = 'kuangliu/pytorch-cifar README (PreActResNet18: 95.11% accuracy)'
+HE_2016 = "He et al. 2016 (arXiv:1603.05027), Table 3; median of 5 as Zagoruyko's README quotes it"
+WRN_README = 'szagoruyko/wide-residual-networks README (meanstd, median of 5 runs)'
+WRN_TABLE_5 = 'Zagoruyko and Komodakis 2016 (arXiv:1605.07146), Table 5 (meanstd)'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,21 @@ PAPER = (
     '3.99 (5 runs)',
     DEVRIES,
     net='ResNet-18 + cutout',
+  ),
+  Entry(
+    'preact_resnet18', 'configs/preact_resnet18.py', 4.89, '4.89 (95.11% accuracy)', KUANGLIU_PREACT
+  ),
+  Entry('preact_resnet164', 'configs/preact_cifar.py:preact_resnet164', 5.46, '5.46', HE_2016),
+  Entry('preact_resnet1001', 'configs/preact_cifar.py:preact_resnet1001', 4.92, '4.92', HE_2016),
+  Entry('wrn16_8', 'configs/wide_resnet.py:wrn16_8', 4.27, '4.27', WRN_TABLE_5),
+  Entry('wrn28_10', 'configs/wide_resnet.py:wrn28_10', 4.00, '4.00', WRN_README),
+  Entry(
+    'wrn28_10_dropout',
+    'configs/wide_resnet.py:wrn28_10',
+    3.89,
+    '3.89',
+    WRN_README,
+    overrides=('model.dropout_rate=0.3',),
   ),
 )
 

@@ -257,9 +257,15 @@ def joined(values) -> str:
 
 
 def net_name(model: str, framework: str = 'jax') -> str:
-  """'ResNet-20', 'plain-56', 'ResNet-20 (PyTorch)' of a model name; other names as they are."""
-  match = re.fullmatch(r'(resnet|plain)(\d+)', model)
-  name = model if not match else f'{"ResNet" if match[1] == "resnet" else "plain"}-{match[2]}'
+  """'ResNet-20', 'plain-56', 'PreAct ResNet-164', 'WRN-28-10', 'WRN-28-10 dropout',
+  'ResNet-20 (PyTorch)' of a model (or queue entry) name; other names as they are."""
+  if match := re.fullmatch(r'(resnet|plain|preact_resnet)(\d+)', model):
+    family = {'resnet': 'ResNet', 'plain': 'plain', 'preact_resnet': 'PreAct ResNet'}[match[1]]
+    name = f'{family}-{match[2]}'
+  elif match := re.fullmatch(r'wrn(\d+)_(\d+)(_dropout)?', model):
+    name = f'WRN-{match[1]}-{match[2]}' + (' dropout' if match[3] else '')
+  else:
+    name = model
   return name + (' (PyTorch)' if framework == 'pytorch' else '')
 
 
