@@ -51,6 +51,16 @@ ADDED_FIELDS = {
 # Fields that decide the checkpoint's tree: if they match, a checkpoint that fails to restore is
 # damaged rather than foreign.
 STRUCTURE_FIELDS = ('model.', 'dataset.name', 'num_replicas', 'ema.decay')
+# Of those, the ones that shape the tree an eval restores: an eval may change the rest (the
+# compute dtype, say).
+TREE_FIELDS = (
+  'model.name',
+  'model.shortcut',
+  'model.scan_blocks',
+  'dataset.name',
+  'num_replicas',
+  'ema.decay',
+)
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
@@ -144,12 +154,13 @@ def _describe(flat: dict[str, Any]) -> str:
 def check_same_model(saved: dict | None, config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses to read workdir's checkpoints under another model or dataset than its config.json's:
   they cannot fill that tree, and orbax would say so in a dump of both trees."""
-  if saved is None or same_structure(saved, config):
+  differences = [] if saved is None else _differences(saved, config, TREE_FIELDS)
+  if not differences:
     return
   before, now = _flatten(saved), _flatten(json.loads(config.to_json_best_effort()))
   raise UserError(
     f'The checkpoints in {workdir} are of {_describe(before)} (its config.json); this command '
-    f'asks for {_describe(now)} ({"; ".join(_differences(saved, config, STRUCTURE_FIELDS))}).\n'
+    f'asks for {_describe(now)} ({"; ".join(differences)}).\n'
     "Drop --config to use the run's own config.json, or pass the config that trained it."
   )
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import resnet_jax
-from resnet_jax import archive_source, augment, cifar, data, train_step
+from resnet_jax import archive_source, augment, cifar, data, guards, records, train_step
 from resnet_jax.errors import UserError
 from tests.launching import REPO, launch, read_only
 
@@ -134,6 +134,10 @@ def test_eval_under_another_model_says_what_the_checkpoints_hold(trained, cifar_
     'num_replicas: 2 -> 1).',
     "Drop --config to use the run's own config.json, or pass the config that trained it.",
   ]
+  # What does not shape the checkpoint's tree may change for an eval: the dtype, for one.
+  config = resnet_test.get_config()
+  config.num_replicas, config.model.dtype = 2, 'bfloat16'
+  guards.check_same_model(records.read_config(str(trained)), config, str(trained))
 
 
 def test_a_read_only_workdir_stops_training_at_once_and_eval_prints_the_results(trained, tmp_path):
