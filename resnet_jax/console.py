@@ -25,6 +25,10 @@ def quiet_libraries(entry_point: str) -> None:
   ours = (_PACKAGE, os.path.abspath(entry_point))
 
   def keep(record: std_logging.LogRecord) -> bool:
+    if record.name == 'asyncio' and _ORBAX in record.getMessage():
+      # orbax's write tasks that failed with a save and were never awaited (asyncio says so when
+      # it collects them, tracebacks included): the run reports that save's failure itself.
+      return False
     if _ORBAX in record.pathname:
       # orbax logs a failed background save with its traceback once for every thread it passed
       # (five for one full disk); the error the run raises carries the same traceback.
